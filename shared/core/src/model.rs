@@ -1,0 +1,176 @@
+//! What the pipeline produces: insights (aggregates, latest state) and alerts with their transitions.
+//! These are the values on the `insights` and `alerts` topics and in the results database.
+
+use crate::device::DeviceId;
+use crate::ts::Ts;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Active,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Active => "active",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(AlertState::Active),
+            "acknowledged" => Some(AlertState::Acknowledged),
+            "resolved" => Some(AlertState::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// An alert: one per (device, rule) episode. `id` is deterministic (device, rule, opening
+/// reading), so replaying the same input yields the same id and idempotent sinks absorb it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub id: String,
+    pub device_id: DeviceId,
+    pub rule: String,
+    pub severity: Severity,
+    pub metric: String,
+    /// The value that opened (or, once resolved, that resolved) the alert.
+    pub value: f64,
+    pub threshold: f64,
+    pub state: AlertState,
+    pub opened_at: Ts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Ts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<Ts>,
+    pub message: String,
+    pub recommendation: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AlertEventKind {
+    #[serde(rename = "alert.opened")]
+    Opened,
+    #[serde(rename = "alert.resolved")]
+    Resolved,
+    #[serde(rename = "alert.acknowledged")]
+    Acknowledged,
+}
+
+impl AlertEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEventKind::Opened => "alert.opened",
+            AlertEventKind::Resolved => "alert.resolved",
+            AlertEventKind::Acknowledged => "alert.acknowledged",
+        }
+    }
+}
+
+/// An alert transition, as published on the `alerts` topic and delivered by the webhook.
+/// `id` (`<alert id>:<kind>`) is the delivery id: stable across retries and replays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub id: String,
+    pub event: AlertEventKind,
+    pub alert: Alert,
+}
+
+impl AlertEvent {
+    pub fn new(event: AlertEventKind, alert: Alert) -> Self {
+        let suffix = match event {
+            AlertEventKind::Opened => "opened",
+            AlertEventKind::Resolved => "resolved",
+            AlertEventKind::Acknowledged => "acknowledged",
+        };
+        AlertEvent {
+            id: format!("{}:{suffix}", alert.id),
+            event,
+            alert,
+        }
+    }
+
+    /// The webhook body of CONTRACT §4: `{"event": ..., "alert": {...}}`.
+    pub fn webhook_body(&self) -> serde_json::Value {
+        serde_json::json!({ "event": self.event, "alert": self.alert })
+    }
+}
+
+/// A per-device, per-metric window aggregate. Re-emitted as the window fills (upsert by
+/// device, metric, window start), final once the window is past the allowed lateness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aggregate {
+    pub device_id: DeviceId,
+    pub metric: String,
+    pub window_start: Ts,
+    pub window_ms: i64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+}
+
+impl Aggregate {
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The latest known value of each metric of a device (last-known state, like a device twin's
+/// reported properties).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestState {
+    pub device_id: DeviceId,
+    pub last_seen: Ts,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What analyze publishes on the `insights` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Insight {
+    Aggregate(Aggregate),
+    Latest(LatestState),
+}
+
+impl Insight {
+    pub fn device_id(&self) -> &DeviceId {
+        match self {
+            Insight::Aggregate(a) => &a.device_id,
+            Insight::Latest(l) => &l.device_id,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Port traits: what the functions need from the outside world. One module per engine implements
+//! them in `iotstream-backends` (embedded, and later Kafka, Cosmos DB, PostgreSQL, Redis); each
+//! port has one conformance suite that every engine passes.
+//!
+//! Async traits are boxed (`async_trait`) so that engines are chosen at run time behind
+//! `Arc<dyn Port>`; the core itself stays free of any runtime.
+
+use crate::device::DeviceId;
+use crate::error::PortError;
+use crate::model::{Aggregate, Alert, AlertEvent, AlertState, LatestState};
+use crate::reading::Reading;
+use crate::ts::Ts;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// Raw readings, as received (Cosmos DB container `telemetry`, partition key `/deviceId`).
+#[async_trait]
+pub trait TelemetryStore: Send + Sync {
+    /// Durably stores the readings, idempotently by `Reading::id`. Returns, in input order, true
+    /// for each reading that was new. On `Ok`, every reading survives a crash.
+    async fn put(&self, readings: &[Reading]) -> PortResult<Vec<bool>>;
+    /// Which of these reading ids are already stored, in input order.
+    async fn contains(&self, device_ids_and_ids: &[(DeviceId, String)]) -> PortResult<Vec<bool>>;
+    /// A device's readings with `from <= ts < to`, oldest first, at most `limit`.
+    async fn range(&self, device: &DeviceId, from: Ts, to: Ts, limit: usize) -> PortResult<Vec<Reading>>;
+}
+
+/// A record to publish: `key` decides the partition (per-key order is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// A record as delivered to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// A position in a topic partition: the offset of the next record to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+/// A Kafka-shaped event bus: topics split into partitions by key hash, durable append,
+/// consumer groups with committed offsets, at-least-once delivery.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Creates the topic if missing (idempotent).
+    async fn ensure_topic(&self, topic: &str) -> PortResult<()>;
+    /// Appends records durably. On `Ok`, they survive a crash and records with the same key keep
+    /// their relative order.
+    async fn publish(&self, topic: &str, records: &[Record]) -> PortResult<()>;
+    /// Joins `group` on `topic`, starting from the group's committed offsets (or the beginning).
+    async fn subscribe(&self, group: &str, topic: &str) -> PortResult<Box<dyn Consumer>>;
+    /// Total lag of `group` on `topic`: high watermarks minus committed offsets, summed.
+    async fn lag(&self, group: &str, topic: &str) -> PortResult<u64>;
+}
+
+/// One member of a consumer group.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` records after the current positions, waiting at most `wait` for the first.
+    async fn poll(&mut self, max: usize, wait: Duration) -> PortResult<Vec<Delivered>>;
+    /// Commits the positions after everything returned by `poll` so far. Call it only once the
+    /// side effects of those records are durable.
+    async fn commit(&mut self) -> PortResult<()>;
+    /// Moves the read position (e.g. to a checkpoint's offsets); committed offsets are unchanged.
+    async fn seek(&mut self, positions: &[Position]) -> PortResult<()>;
+    /// The current read positions of every partition this consumer owns.
+    fn positions(&self) -> Vec<Position>;
+}
+
+/// A provisioned device. The key is derived (see `sas::derive_device_key`), so only the
+/// generation is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub generation: u32,
+    pub created_at: Ts,
+}
+
+/// Device provisioning.
+#[async_trait]
+pub trait DeviceRegistry: Send + Sync {
+    /// Adds a device; `Ok(None)` when it already exists. A device removed before gets the next
+    /// generation, so its old key stops working.
+    async fn add_device(&self, device: &DeviceId, now: Ts) -> PortResult<Option<DeviceRecord>>;
+    async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>>;
+    async fn list_devices(&self) -> PortResult<Vec<DeviceRecord>>;
+    /// True when the device existed.
+    async fn remove_device(&self, device: &DeviceId) -> PortResult<bool>;
+}
+
+/// One point of an aggregated series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub ts: Ts,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Result of acknowledging an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckOutcome {
+    NotFound,
+    /// Already acknowledged or resolved: nothing changed.
+    Unchanged(Alert),
+    /// Acknowledged now; an `alert.acknowledged` notification was queued in the same transaction.
+    Acknowledged(Alert),
+}
+
+/// Results: aggregates, alerts, latest device state (PostgreSQL / SQLite).
+#[async_trait]
+pub trait ResultsStore: Send + Sync {
+    /// Upserts by (device, metric, window start): a later emission of a window replaces it.
+    async fn upsert_aggregates(&self, aggregates: &[Aggregate]) -> PortResult<()>;
+    /// Keeps, per device, the newest state (by `last_seen`), merging metrics.
+    async fn upsert_latest(&self, states: &[LatestState]) -> PortResult<()>;
+    /// Applies alert transitions idempotently: replays and redeliveries change nothing, and a
+    /// resolved alert never goes back to active.
+    async fn apply_alert_events(&self, events: &[AlertEvent]) -> PortResult<()>;
+    async fn latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>>;
+    async fn all_latest(&self) -> PortResult<Vec<LatestState>>;
+    /// Aggregates of `[from, to)` re-bucketed into `step_ms` buckets, oldest first.
+    async fn series(
+        &self,
+        device: &DeviceId,
+        metric: &str,
+        from: Ts,
+        to: Ts,
+        step_ms: i64,
+    ) -> PortResult<Vec<SeriesPoint>>;
+    /// Alerts, newest first, optionally of one state and one device.
+    async fn alerts(
+        &self,
+        state: Option<AlertState>,
+        device: Option<&DeviceId>,
+        limit: usize,
+    ) -> PortResult<Vec<Alert>>;
+    async fn alert(&self, id: &str) -> PortResult<Option<Alert>>;
+    async fn ack_alert(&self, id: &str, now: Ts) -> PortResult<AckOutcome>;
+}
+
+/// A webhook delivery waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    /// The delivery id (`X-Iotstream-Delivery`), stable across retries.
+    pub id: String,
+    pub event: AlertEvent,
+    pub attempts: u32,
+    pub next_attempt_at: Ts,
+}
+
+/// A delivery that ran out of retries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: String,
+    pub event: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub dead_at: Ts,
+}
+
+/// Durable notification outbox: what notify must still deliver.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Queues events, ignoring ids already queued or delivered. Returns how many were new.
+    async fn enqueue(&self, events: &[AlertEvent], now: Ts) -> PortResult<usize>;
+    /// Deliveries due at `now`, oldest first.
+    async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>>;
+    /// When the next pending delivery is due, if any.
+    async fn next_due(&self) -> PortResult<Option<Ts>>;
+    async fn mark_delivered(&self, id: &str, now: Ts) -> PortResult<()>;
+    async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()>;
+    async fn dead_letter(&self, id: &str, attempts: u32, error: &str, now: Ts) -> PortResult<()>;
+    async fn dead_letters(&self, limit: usize) -> PortResult<Vec<DeadLetter>>;
+}
+
+/// A consumer's checkpoint: engine state and the input positions it reflects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub positions: Vec<Position>,
+    pub state: Vec<u8>,
+}
+
+/// Durable checkpoints of stateful consumers (analyze), keyed by name.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    async fn load_checkpoint(&self, name: &str) -> PortResult<Option<Checkpoint>>;
+    async fn save_checkpoint(&self, name: &str, checkpoint: &Checkpoint) -> PortResult<()>;
+}
+
+/// Hot, lossy state for fast reads (Redis / in-process). Losing it loses nothing: the results
+/// store is the source of truth.
+#[async_trait]
+pub trait Cache: Send + Sync {
+    async fn set_latest(&self, states: &[LatestState]) -> PortResult<()>;
+    async fn get_latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>>;
+}
+
+/// A webhook request, signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRequest {
+    pub delivery_id: String,
+    pub event: String,
+    pub body: Vec<u8>,
+    /// `sha256=<hex>`.
+    pub signature: String,
+}
+
+/// Sends one webhook request. `Err` with a retryable kind means "try again later".
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn send(&self, request: &WebhookRequest) -> PortResult<()>;
+}
