@@ -1,1 +1,209 @@
-fn main() {}
+//! `iotstream`: the binary. Parses the command line, builds the configuration once, and runs.
+
+mod app;
+mod cli;
+mod devices;
+mod http;
+mod secrets;
+mod workers;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use cli::{Cli, Command, DevicesCommand, StateArgs, UpArgs};
+use iotstream_backends::BackendUrls;
+use iotstream_core::DeviceId;
+use iotstream_core::rules::Rules;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IOTSTREAM_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => up(cli.up).await,
+        Some(Command::Up(args)) => up(args).await,
+        Some(Command::Devices(args)) => devices_cmd(args.command, &args.state).await,
+        Some(Command::Migrate(state)) => {
+            let backends = iotstream_backends::connect(&state.data_dir, &urls(&state)).await?;
+            app::migrate(&backends).await?;
+            println!("migrated: topics telemetry, insights, alerts; tables of every configured store");
+            Ok(())
+        }
+    }
+}
+
+fn urls(s: &StateArgs) -> BackendUrls {
+    BackendUrls {
+        bus: s.bus_url.clone(),
+        telemetry_store: s.telemetry_store_url.clone(),
+        database: s.database_url.clone(),
+        cache: s.cache_url.clone(),
+    }
+}
+
+fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<Rules> {
+    let Some(path) = path else {
+        return Ok(Rules::defaults());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read rules file {}", path.display()))?;
+    Rules::from_toml(&text).map_err(|errs| {
+        let list: Vec<String> = errs.iter().map(|e| format!("rule {e}")).collect();
+        anyhow::anyhow!("invalid rules file {}: {}", path.display(), list.join("; "))
+    })
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = args.state.data_dir.clone();
+    let rules = load_rules(args.rules.as_deref())?;
+    let (admin_token, generated) = secrets::admin_token(&data_dir)?;
+    let webhook = match std::env::var("IOTSTREAM_WEBHOOK_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        None => None,
+        Some(url) => {
+            let secret = std::env::var("IOTSTREAM_WEBHOOK_SECRET").unwrap_or_default();
+            if secret.is_empty() {
+                tracing::warn!("IOTSTREAM_WEBHOOK_SECRET is not set: webhook signatures use an empty key");
+            }
+            Some(app::Webhook {
+                url,
+                secret: secrets::Secret::from(secret.into_bytes()),
+            })
+        }
+    };
+    let cfg = app::Config {
+        urls: urls(&args.state),
+        master_key: secrets::master_key(&data_dir)?,
+        data_dir,
+        rules,
+        webhook,
+        device_rate_limit: args.device_rate_limit,
+        retry: iotstream_notify::RetryPolicy::default(),
+        checkpoint_every: Duration::from_secs(1),
+        admin_token,
+    };
+    if args.simulate > 0 {
+        bail!("--simulate is not available yet (the simulator is its own issue)");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let pipeline = app::Pipeline::start(cfg.clone()).await?;
+    print_banner(&args, &cfg, generated);
+    let router = http::router(pipeline.state.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopping: finishing current batches");
+    pipeline.shutdown().await;
+    Ok(())
+}
+
+fn print_banner(args: &UpArgs, cfg: &app::Config, generated: bool) {
+    let url = format!("http://{}", args.listen);
+    let token = String::from_utf8_lossy(cfg.admin_token.expose());
+    let dd = cfg.data_dir.display();
+    println!("iotstream is up at {url}  (data: {dd}, embedded defaults unless backend URLs are set)");
+    println!(
+        "admin token{}: {token}",
+        if generated {
+            " (generated, saved in the data dir)"
+        } else {
+            ""
+        }
+    );
+    println!();
+    println!("add a device and send a reading:");
+    println!("  iotstream devices add pump-1 --data-dir {dd}");
+    println!("  TOKEN=$(iotstream devices token pump-1 --data-dir {dd})");
+    println!(
+        "  curl -i {url}/api/telemetry -H \"Authorization: $TOKEN\" -H 'Content-Type: application/json' \\\n       -d '{{\"deviceId\":\"pump-1\",\"metrics\":{{\"temperature\":85.5}}}}'"
+    );
+    println!("  curl -s {url}/api/alerts -H 'Authorization: Bearer {token}'");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn devices_cmd(cmd: DevicesCommand, state: &StateArgs) -> anyhow::Result<()> {
+    let backends = iotstream_backends::connect(&state.data_dir, &urls(state)).await?;
+    let master = secrets::master_key(&state.data_dir)?;
+    let parse = |id: &str| DeviceId::parse(id).map_err(|m| anyhow::anyhow!("invalid device id {id:?}: {m}"));
+    match cmd {
+        DevicesCommand::Add { id, json } => {
+            let id = parse(&id)?;
+            let Some(p) = devices::provision(&backends.devices, &master, &id).await? else {
+                bail!("device {id} already exists (use `devices token {id}` for a token)")
+            };
+            if json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!("added {}\nprimary key: {}", p.device_id, p.primary_key);
+            }
+        }
+        DevicesCommand::List { json } => {
+            let list = backends.devices.list_devices().await?;
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else if list.is_empty() {
+                println!("no devices (add one with `iotstream devices add ID`)");
+            } else {
+                for d in list {
+                    println!("{}\tadded {}", d.device_id, d.created_at);
+                }
+            }
+        }
+        DevicesCommand::Remove { id } => {
+            let id = parse(&id)?;
+            if !backends.devices.remove_device(&id).await? {
+                bail!("no device {id}");
+            }
+            println!("removed {id}");
+        }
+        DevicesCommand::Token { id, ttl, host } => {
+            let id = parse(&id)?;
+            println!(
+                "{}",
+                devices::token(&backends.devices, &master, &id, &ttl, &host).await?
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Wiring: configuration in, a running pipeline out. Built once in `main` and passed down.
+
+use crate::secrets::Secret;
+use crate::workers;
+use anyhow::Context;
+use iotstream_backends::{BackendUrls, Backends};
+use iotstream_core::Ts;
+use iotstream_core::ports::{Cache, DeviceRegistry, Outbox, ResultsStore};
+use iotstream_core::reading::Limits;
+use iotstream_core::rules::Rules;
+use iotstream_core::{groups, topics};
+use iotstream_ingest::{DeviceKeys, GroupCommitter, RateLimiter};
+use iotstream_notify::RetryPolicy;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// Everything `up` needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub urls: BackendUrls,
+    pub rules: Rules,
+    pub webhook: Option<Webhook>,
+    pub device_rate_limit: u32,
+    pub retry: RetryPolicy,
+    /// How often analyze checkpoints its state (and commits offsets).
+    pub checkpoint_every: Duration,
+    pub admin_token: Secret,
+    pub master_key: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: Secret,
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub backends: Backends,
+    pub ingest: iotstream_ingest::Deps,
+    pub admin_token: Secret,
+    pub master_key: Secret,
+    pub metrics: PrometheusHandle,
+    pub notify_wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn devices(&self) -> Arc<dyn DeviceRegistry> {
+        self.backends.devices.clone()
+    }
+
+    pub fn results(&self) -> Arc<dyn ResultsStore> {
+        self.backends.results.clone()
+    }
+
+    pub fn cache(&self) -> Arc<dyn Cache> {
+        self.backends.cache.clone()
+    }
+
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
+        self.backends.outbox.clone()
+    }
+
+    /// Tells the webhook delivery loop that the outbox has something new.
+    pub fn wake_notifier(&self) {
+        self.notify_wake.notify_one();
+    }
+
+    /// Consumer lag per group, as KEDA would read it, into the metrics.
+    pub async fn record_lag(&self) {
+        for (group, topic) in [
+            (groups::ANALYZE, topics::TELEMETRY),
+            (groups::PROCESS, topics::INSIGHTS),
+            (groups::NOTIFY, topics::ALERTS),
+        ] {
+            if let Ok(lag) = self.backends.bus.lag(group, topic).await {
+                metrics::gauge!("iotstream_consumer_lag", "group" => group, "topic" => topic).set(lag as f64);
+            }
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every pipeline in a process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+/// A running pipeline: the HTTP state plus the background workers.
+pub struct Pipeline {
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub async fn start(cfg: Config) -> anyhow::Result<Pipeline> {
+        let backends = iotstream_backends::connect(&cfg.data_dir, &cfg.urls)
+            .await
+            .context("cannot open the backends")?;
+        migrate(&backends).await?;
+        let committer = GroupCommitter::spawn(backends.store.clone(), backends.bus.clone(), 20_000);
+        let ingest = iotstream_ingest::Deps {
+            keys: DeviceKeys::new(backends.devices.clone(), cfg.master_key.expose().to_vec()),
+            committer,
+            limiter: RateLimiter::new(cfg.device_rate_limit),
+            limits: Limits::default(),
+            max_body_bytes: 1 << 20,
+        };
+        let state = Arc::new(AppState {
+            backends,
+            ingest,
+            admin_token: cfg.admin_token.clone(),
+            master_key: cfg.master_key.clone(),
+            metrics: metrics_handle(),
+            notify_wake: Arc::new(Notify::new()),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let tasks = workers::spawn_all(&state, &cfg, rx).await?;
+        Ok(Pipeline {
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops the workers: each finishes its current batch, commits, and (analyze) checkpoints.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Creates topics (and, through `connect`, tables). Idempotent.
+pub async fn migrate(backends: &Backends) -> anyhow::Result<()> {
+    for topic in [topics::TELEMETRY, topics::INSIGHTS, topics::ALERTS] {
+        backends
+            .bus
+            .ensure_topic(topic)
+            .await
+            .with_context(|| format!("cannot create topic {topic}"))?;
+    }
+    Ok(())
+}
+
+pub fn now() -> Ts {
+    crate::http::now()
+}

@@ -1,0 +1,104 @@
+//! The command line (CONTRACT §1).
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "iotstream",
+    version,
+    about = "Ingest IoT telemetry, detect anomalies, raise alerts — in one binary",
+    args_conflicts_with_subcommands = true,
+    long_about = "Ingest IoT telemetry, detect anomalies, raise alerts.\n\nWith no subcommand, runs `up`: the whole pipeline on the embedded default (no external services)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole pipeline (ingest, analyze, process, notify, web) in one process.
+    Up(UpArgs),
+    /// Provision and manage devices.
+    Devices(DevicesArgs),
+    /// Create what the configured backends need (tables, topics). Idempotent.
+    Migrate(StateArgs),
+}
+
+/// Where state lives: `--data-dir` for the embedded engines, or backend URLs (CONTRACT §3).
+#[derive(Args, Debug, Clone)]
+pub struct StateArgs {
+    /// Directory of the embedded engines' files.
+    #[arg(long, env = "IOTSTREAM_DATA_DIR", default_value = "./.iotstream")]
+    pub data_dir: PathBuf,
+    /// Event bus: `kafka://host:port[,host:port]`; embedded durable log when unset.
+    #[arg(long, env = "IOTSTREAM_BUS_URL", hide_env_values = true)]
+    pub bus_url: Option<String>,
+    /// Telemetry store: `cosmos://host:port` or `cosmos+https://...`; embedded when unset.
+    #[arg(long, env = "IOTSTREAM_TELEMETRY_STORE_URL", hide_env_values = true)]
+    pub telemetry_store_url: Option<String>,
+    /// Results database: `postgres://...`; embedded SQLite when unset.
+    #[arg(long, env = "IOTSTREAM_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Cache: `redis://...`; in-process when unset.
+    #[arg(long, env = "IOTSTREAM_CACHE_URL", hide_env_values = true)]
+    pub cache_url: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:7071")]
+    pub listen: SocketAddr,
+    /// Rules file (TOML, CONTRACT §5); built-in defaults when unset.
+    #[arg(long, env = "IOTSTREAM_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Also start N simulated devices sending to this server.
+    #[arg(long, default_value_t = 0)]
+    pub simulate: u32,
+    /// Requests per second allowed per device (burst: twice that); 0 for no limit.
+    #[arg(long, env = "IOTSTREAM_DEVICE_RATE_LIMIT", default_value_t = 1000)]
+    pub device_rate_limit: u32,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    #[command(subcommand)]
+    pub command: DevicesCommand,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// Provision a device and print its key.
+    Add {
+        id: String,
+        /// Print exactly {"deviceId": "...", "primaryKey": "..."} on one line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device; its key stops working.
+    Remove { id: String },
+    /// Print a SAS token for a device.
+    Token {
+        id: String,
+        /// Validity, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Host part of the token's resource (any host is accepted).
+        #[arg(long, default_value = "iotstream")]
+        host: String,
+    },
+}

@@ -1,0 +1,101 @@
+//! The HTTP API (CONTRACT §2): routes, admin authentication, and the telemetry endpoint.
+
+mod devices;
+pub mod error;
+mod query;
+
+use crate::app::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use iotstream_core::Ts;
+use std::sync::Arc;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/api/devices", get(query::list_devices).post(devices::add))
+        .route("/api/devices/{id}", get(query::device).delete(devices::remove))
+        .route("/api/devices/{id}/series", get(query::series))
+        .route("/api/devices/{id}/readings", get(query::readings))
+        .route("/api/alerts", get(query::alerts))
+        .route("/api/alerts/{id}/ack", post(query::ack))
+        .route("/api/dead-letters", get(query::dead_letters))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/api/telemetry", post(telemetry))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .merge(admin)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// `Authorization: Bearer <admin token>`, compared in constant time.
+async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if iotstream_core::sas::secrets_equal(t.as_bytes(), state.admin_token.expose()) => {
+            next.run(req).await
+        }
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// `POST /api/telemetry`: the ingest function behind HTTP.
+async fn telemetry(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limit = state.ingest.max_body_bytes;
+    let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = header_str(header::AUTHORIZATION);
+    let content_type = header_str(header::CONTENT_TYPE);
+    if let Some(len) = header_str(header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(iotstream_ingest::IngestError::BodyTooLarge { size: len, limit }.into());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::from(iotstream_ingest::IngestError::BodyTooLarge {
+            size: limit + 1,
+            limit,
+        })
+    })?;
+    let input = iotstream_ingest::Input {
+        authorization,
+        content_type,
+        body: bytes.to_vec(),
+    };
+    let out = iotstream_ingest::handle(input, &state.ingest, now()).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(out)).into_response())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.record_lag().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub fn now() -> Ts {
+    Ts::from_datetime(time::OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests;

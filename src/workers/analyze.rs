@@ -1,0 +1,104 @@
+//! analyze's loop: restore checkpoint → poll → evaluate → publish → periodically checkpoint
+//! (engine state + positions) and commit. After a crash, replay from the checkpoint re-publishes
+//! identical outputs (deterministic ids), which downstream sinks absorb.
+
+use super::{BATCH, POLL_WAIT, retry_until_ok, stopping};
+use crate::app::{AppState, Config};
+use anyhow::Context;
+use iotstream_analyze::{Input, evaluate, publish};
+use iotstream_core::engine::Engine;
+use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer};
+use iotstream_core::{groups, topics};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const CHECKPOINT: &str = "analyze";
+
+pub async fn spawn(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let bus = state.backends.bus.clone();
+    let checkpoints = state.backends.checkpoints.clone();
+    let mut consumer = bus
+        .subscribe(groups::ANALYZE, topics::TELEMETRY)
+        .await
+        .context("analyze cannot subscribe")?;
+    let engine = match checkpoints
+        .load_checkpoint(CHECKPOINT)
+        .await
+        .context("cannot load the analyze checkpoint")?
+    {
+        Some(cp) => {
+            consumer
+                .seek(&cp.positions)
+                .await
+                .context("cannot seek to the analyze checkpoint")?;
+            Engine::restore(cfg.rules.clone(), &cp.state).map_err(anyhow::Error::msg)?
+        }
+        None => Engine::new(cfg.rules.clone()),
+    };
+    let every = cfg.checkpoint_every;
+    Ok(tokio::spawn(async move {
+        let mut engine = engine;
+        let mut dirty = false;
+        let mut last = Instant::now();
+        loop {
+            let batch = tokio::select! {
+                b = consumer.poll(BATCH, POLL_WAIT) => b,
+                _ = wait_stop(&shutdown) => break,
+            };
+            match batch {
+                Ok(records) if !records.is_empty() => {
+                    let out = evaluate(&Input::decode(&records), &mut engine);
+                    if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
+                        return; // state now includes an unpublished batch: do not checkpoint it
+                    }
+                    dirty = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "analyze poll failed");
+                    tokio::time::sleep(POLL_WAIT).await;
+                }
+            }
+            if dirty && last.elapsed() >= every {
+                if checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await {
+                    dirty = false;
+                }
+                last = Instant::now();
+            }
+            if stopping(&shutdown) {
+                break;
+            }
+        }
+        if dirty {
+            checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await;
+        }
+    }))
+}
+
+async fn checkpoint(engine: &Engine, consumer: &mut dyn Consumer, store: &dyn CheckpointStore) -> bool {
+    let cp = Checkpoint {
+        positions: consumer.positions(),
+        state: engine.snapshot(),
+    };
+    metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(cp.state.len() as f64);
+    if let Err(e) = store.save_checkpoint(CHECKPOINT, &cp).await {
+        tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
+        return false;
+    }
+    // Committed offsets only feed lag metrics and other runners; the checkpoint is what resumes.
+    if let Err(e) = consumer.commit().await {
+        tracing::warn!(error = %e, "analyze offset commit failed");
+    }
+    true
+}
+
+pub async fn wait_stop(shutdown: &watch::Receiver<bool>) {
+    let mut rx = shutdown.clone();
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -1,0 +1,83 @@
+//! The embedded runner: one task per consumer, each polling the bus, calling its function's
+//! handler, and committing only after the handler's side effects are durable. The same handlers
+//! run behind the Functions host and the Kafka consumers; only this loop is runner-specific.
+
+mod analyze;
+mod notify;
+mod process;
+
+use crate::app::{AppState, Config};
+use iotstream_core::PortError;
+use iotstream_core::ports::Consumer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Records per poll.
+pub const BATCH: usize = 5_000;
+/// How long a poll waits for the first record (the bus wakes it as soon as one arrives).
+pub const POLL_WAIT: Duration = Duration::from_millis(500);
+
+pub async fn spawn_all(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    tasks.push(analyze::spawn(state, cfg, shutdown.clone()).await?);
+    tasks.extend(process::spawn(state, shutdown.clone()).await?);
+    if let Some(webhook) = &cfg.webhook {
+        tasks.extend(notify::spawn(state, cfg, webhook, shutdown).await?);
+    } else {
+        tracing::info!("no IOTSTREAM_WEBHOOK_URL: alerts are stored and served, not pushed");
+    }
+    Ok(tasks)
+}
+
+/// Runs `op` until it succeeds, backing off from 50 ms to 5 s between tries. False when
+/// shutdown came first: the caller then stops without committing, and the input is redelivered.
+pub async fn retry_until_ok<F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), PortError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) => {
+                metrics::counter!("iotstream_worker_retries_total", "worker" => what.to_owned()).increment(1);
+                tracing::warn!(worker = what, error = %e, retry_in_ms = delay.as_millis() as u64, "side effect failed; retrying the batch");
+                if *shutdown.borrow() {
+                    return false;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Commits the consumer's positions, retrying like [`retry_until_ok`].
+pub async fn commit_until_ok(consumer: &mut dyn Consumer, shutdown: &watch::Receiver<bool>) -> bool {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match consumer.commit().await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; retrying");
+                if *shutdown.borrow() {
+                    return false;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+pub fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow()
+}

@@ -1,0 +1,110 @@
+//! notify's loops: the `alerts` consumer fills the outbox; the delivery loop drains it, waking
+//! when something is queued and when the next retry is due.
+
+use super::analyze::wait_stop;
+use super::{BATCH, POLL_WAIT, commit_until_ok, retry_until_ok};
+use crate::app::{AppState, Config, Webhook};
+use anyhow::Context;
+use iotstream_core::ports::Notifier;
+use iotstream_core::{groups, topics};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub async fn spawn(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    webhook: &Webhook,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let consumer = state
+        .backends
+        .bus
+        .subscribe(groups::NOTIFY, topics::ALERTS)
+        .await
+        .context("notify cannot subscribe")?;
+    let notifier: Arc<dyn Notifier> = Arc::new(
+        iotstream_backends::WebhookNotifier::with_timeout(&webhook.url, Duration::from_secs(10))
+            .context("invalid IOTSTREAM_WEBHOOK_URL")?,
+    );
+    let enqueue = tokio::spawn(run_enqueue(state.clone(), consumer, shutdown.clone()));
+    let deliver = tokio::spawn(run_delivery(
+        state.clone(),
+        notifier,
+        webhook.secret.clone(),
+        cfg.retry,
+        shutdown,
+    ));
+    Ok(vec![enqueue, deliver])
+}
+
+async fn run_enqueue(
+    state: Arc<AppState>,
+    mut consumer: Box<dyn iotstream_core::ports::Consumer>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let outbox = state.backends.outbox.clone();
+    loop {
+        let batch = tokio::select! {
+            b = consumer.poll(BATCH, POLL_WAIT) => b,
+            _ = wait_stop(&shutdown) => return,
+        };
+        let records = match batch {
+            Ok(r) if r.is_empty() => continue,
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "notify poll failed");
+                tokio::time::sleep(POLL_WAIT).await;
+                continue;
+            }
+        };
+        let queued = retry_until_ok("notify", &shutdown, || async {
+            iotstream_notify::enqueue(&records, outbox.as_ref(), crate::app::now())
+                .await
+                .map(|_| ())
+        })
+        .await;
+        if !queued {
+            return;
+        }
+        state.wake_notifier();
+        if !commit_until_ok(consumer.as_mut(), &shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn run_delivery(
+    state: Arc<AppState>,
+    notifier: Arc<dyn Notifier>,
+    secret: crate::secrets::Secret,
+    policy: iotstream_notify::RetryPolicy,
+    shutdown: watch::Receiver<bool>,
+) {
+    let outbox = state.backends.outbox.clone();
+    let deps = iotstream_notify::Deps {
+        outbox: outbox.as_ref(),
+        notifier: notifier.as_ref(),
+        secret: secret.expose(),
+        policy,
+    };
+    let jitter = rand::random::<f64>;
+    loop {
+        if let Err(e) = iotstream_notify::deliver_due(&deps, crate::app::now(), jitter).await {
+            tracing::warn!(error = %e, "outbox unavailable");
+        }
+        let now = crate::app::now();
+        let wait = match outbox.next_due().await {
+            Ok(Some(t)) if t <= now => continue,
+            Ok(Some(t)) => Duration::from_millis((t.millis() - now.millis()).min(60_000) as u64),
+            Ok(None) => Duration::from_secs(60),
+            Err(_) => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = state.notify_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = wait_stop(&shutdown) => return,
+        }
+    }
+}

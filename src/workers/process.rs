@@ -1,0 +1,77 @@
+//! process's loops: one consumer per input topic, same group; commit after the database writes.
+
+use super::analyze::wait_stop;
+use super::{BATCH, POLL_WAIT, commit_until_ok, retry_until_ok};
+use crate::app::AppState;
+use anyhow::Context;
+use iotstream_core::ports::Consumer;
+use iotstream_core::{groups, topics};
+use iotstream_process::{Deps, Insights, decode_alerts, handle_alerts, handle_insights};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub async fn spawn(
+    state: &Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let bus = &state.backends.bus;
+    let insights = bus
+        .subscribe(groups::PROCESS, topics::INSIGHTS)
+        .await
+        .context("process cannot subscribe")?;
+    let alerts = bus
+        .subscribe(groups::PROCESS, topics::ALERTS)
+        .await
+        .context("process cannot subscribe")?;
+    Ok(vec![
+        tokio::spawn(run(state.clone(), insights, shutdown.clone(), Topic::Insights)),
+        tokio::spawn(run(state.clone(), alerts, shutdown, Topic::Alerts)),
+    ])
+}
+
+#[derive(Clone, Copy)]
+enum Topic {
+    Insights,
+    Alerts,
+}
+
+async fn run(
+    state: Arc<AppState>,
+    mut consumer: Box<dyn Consumer>,
+    shutdown: watch::Receiver<bool>,
+    topic: Topic,
+) {
+    let deps = Deps {
+        results: state.backends.results.as_ref(),
+        cache: state.backends.cache.as_ref(),
+    };
+    loop {
+        let batch = tokio::select! {
+            b = consumer.poll(BATCH, POLL_WAIT) => b,
+            _ = wait_stop(&shutdown) => return,
+        };
+        let records = match batch {
+            Ok(r) if r.is_empty() => continue,
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "process poll failed");
+                tokio::time::sleep(POLL_WAIT).await;
+                continue;
+            }
+        };
+        let ok = match topic {
+            Topic::Insights => {
+                let input = Insights::decode(&records);
+                retry_until_ok("process", &shutdown, || handle_insights(&input, &deps)).await
+            }
+            Topic::Alerts => {
+                let events = decode_alerts(&records);
+                retry_until_ok("process", &shutdown, || handle_alerts(&events, &deps)).await
+            }
+        };
+        if !ok || !commit_until_ok(consumer.as_mut(), &shutdown).await {
+            return;
+        }
+    }
+}

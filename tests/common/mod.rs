@@ -1,0 +1,202 @@
+//! Helpers for end-to-end tests of the real `iotstream` binary: start and kill it, run its CLI,
+//! and receive its webhooks on a local HTTP server.
+#![allow(dead_code)]
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "e2e-admin-token-0123456789";
+pub const SECRET: &str = "e2e-webhook-secret";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_iotstream")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a CLI command; returns (exit success, stdout, stderr).
+pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("IOTSTREAM_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A running `iotstream up`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start(data_dir: &Path, extra: &[&str], webhook: Option<&str>) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("IOTSTREAM_ADMIN_TOKEN", ADMIN)
+            .env("IOTSTREAM_LOG", "warn")
+            .env("IOTSTREAM_DEVICE_RATE_LIMIT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(url) = webhook {
+            cmd.env("IOTSTREAM_WEBHOOK_URL", url)
+                .env("IOTSTREAM_WEBHOOK_SECRET", SECRET);
+        }
+        let child = cmd.spawn().unwrap();
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = server.client.get(format!("{}/healthz", server.url)).send().await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "iotstream did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn post_admin(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `done` holds, failing after `secs`.
+    pub async fn eventually(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.get(path).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting on {path}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One webhook request as received.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub event: String,
+    pub delivery: String,
+    pub signature_ok: bool,
+    pub body: Value,
+}
+
+/// A local webhook receiver. `fail_first` makes it answer 500 to that many requests first.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub hooks: Arc<Mutex<Vec<Hook>>>,
+    pub fail_first: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> (Receiver, String) {
+        let rx = Receiver {
+            fail_first: Arc::new(Mutex::new(fail_first)),
+            ..Default::default()
+        };
+        let app = axum::Router::new()
+            .route("/hook", post(receive))
+            .with_state(rx.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (rx, format!("http://{addr}/hook"))
+    }
+
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+}
+
+async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    {
+        let mut fail = rx.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let signature_ok = h("x-iotstream-signature") == iotstream_notify::sign(SECRET.as_bytes(), &body);
+    rx.hooks.lock().unwrap().push(Hook {
+        event: h("x-iotstream-event"),
+        delivery: h("x-iotstream-delivery"),
+        signature_ok,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    StatusCode::NO_CONTENT
+}
