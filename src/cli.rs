@@ -71,8 +71,6 @@ pub struct UpArgs {
 pub struct DevicesArgs {
     #[command(subcommand)]
     pub command: DevicesCommand,
-    #[command(flatten)]
-    pub state: StateArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,14 +81,22 @@ pub enum DevicesCommand {
         /// Print exactly {"deviceId": "...", "primaryKey": "..."} on one line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// List devices.
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Remove a device; its key stops working.
-    Remove { id: String },
+    Remove {
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print a SAS token for a device.
     Token {
         id: String,
@@ -100,5 +106,18 @@ pub enum DevicesCommand {
         /// Host part of the token's resource (any host is accepted).
         #[arg(long, default_value = "iotstream")]
         host: String,
+        #[command(flatten)]
+        state: StateArgs,
     },
+}
+
+impl DevicesCommand {
+    pub fn state(&self) -> &StateArgs {
+        match self {
+            DevicesCommand::Add { state, .. }
+            | DevicesCommand::List { state, .. }
+            | DevicesCommand::Remove { state, .. }
+            | DevicesCommand::Token { state, .. } => state,
+        }
+    }
 }

@@ -42,7 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => up(cli.up).await,
         Some(Command::Up(args)) => up(args).await,
-        Some(Command::Devices(args)) => devices_cmd(args.command, &args.state).await,
+        Some(Command::Devices(args)) => devices_cmd(args.command).await,
         Some(Command::Migrate(state)) => {
             let backends = iotstream_backends::connect(&state.data_dir, &urls(&state)).await?;
             app::migrate(&backends).await?;
@@ -162,12 +162,13 @@ async fn shutdown_signal() {
     }
 }
 
-async fn devices_cmd(cmd: DevicesCommand, state: &StateArgs) -> anyhow::Result<()> {
-    let backends = iotstream_backends::connect(&state.data_dir, &urls(state)).await?;
+async fn devices_cmd(cmd: DevicesCommand) -> anyhow::Result<()> {
+    let state = cmd.state().clone();
+    let backends = iotstream_backends::connect(&state.data_dir, &urls(&state)).await?;
     let master = secrets::master_key(&state.data_dir)?;
     let parse = |id: &str| DeviceId::parse(id).map_err(|m| anyhow::anyhow!("invalid device id {id:?}: {m}"));
     match cmd {
-        DevicesCommand::Add { id, json } => {
+        DevicesCommand::Add { id, json, .. } => {
             let id = parse(&id)?;
             let Some(p) = devices::provision(&backends.devices, &master, &id).await? else {
                 bail!("device {id} already exists (use `devices token {id}` for a token)")
@@ -178,7 +179,7 @@ async fn devices_cmd(cmd: DevicesCommand, state: &StateArgs) -> anyhow::Result<(
                 println!("added {}\nprimary key: {}", p.device_id, p.primary_key);
             }
         }
-        DevicesCommand::List { json } => {
+        DevicesCommand::List { json, .. } => {
             let list = backends.devices.list_devices().await?;
             if json {
                 println!("{}", serde_json::to_string(&list)?);
@@ -190,14 +191,14 @@ async fn devices_cmd(cmd: DevicesCommand, state: &StateArgs) -> anyhow::Result<(
                 }
             }
         }
-        DevicesCommand::Remove { id } => {
+        DevicesCommand::Remove { id, .. } => {
             let id = parse(&id)?;
             if !backends.devices.remove_device(&id).await? {
                 bail!("no device {id}");
             }
             println!("removed {id}");
         }
-        DevicesCommand::Token { id, ttl, host } => {
+        DevicesCommand::Token { id, ttl, host, .. } => {
             let id = parse(&id)?;
             println!(
                 "{}",
