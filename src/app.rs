@@ -110,7 +110,7 @@ impl Pipeline {
             .await
             .context("cannot open the backends")?;
         migrate(&backends).await?;
-        let committer = GroupCommitter::spawn(backends.store.clone(), backends.bus.clone(), 20_000);
+        let committer = GroupCommitter::spawn(backends.sink.clone(), 20_000);
         let ingest = iotstream_ingest::Deps {
             keys: DeviceKeys::new(backends.devices.clone(), cfg.master_key.expose().to_vec()),
             committer,

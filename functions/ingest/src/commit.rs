@@ -3,16 +3,11 @@
 //! groups grow by themselves (whatever queues while one group is written forms the next), so the
 //! durable-write cost is shared by many requests without a timer delaying any of them.
 //!
-//! Order matters for "nothing acknowledged is lost": readings are published on the bus *before*
-//! they are written to the store, and only readings the store does not already hold are
-//! published. A crash between the two writes leaves a reading on the bus that the store lacks;
-//! the client got no 202 and re-sends it, the store still lacks it, so it is published again and
-//! analyze drops the second copy by id. The opposite order could store a reading that is never
-//! published, and a re-send would then be taken for a duplicate.
+//! The sink decides how readings become durable (see `TelemetrySink`): the embedded log stores
+//! and publishes in one append; Kafka + Cosmos DB publish first, then store.
 
-use iotstream_core::ports::{EventBus, Record, TelemetryStore};
-use iotstream_core::{PortError, Reading, topics};
-use std::collections::HashSet;
+use iotstream_core::ports::TelemetrySink;
+use iotstream_core::{PortError, Reading};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,9 +31,9 @@ pub struct GroupCommitter {
 
 impl GroupCommitter {
     /// Starts the commit task. `max_group` bounds the readings written in one group.
-    pub fn spawn(store: Arc<dyn TelemetryStore>, bus: Arc<dyn EventBus>, max_group: usize) -> Self {
+    pub fn spawn(sink: Arc<dyn TelemetrySink>, max_group: usize) -> Self {
         let (tx, rx) = mpsc::channel(8_192);
-        tokio::spawn(run(rx, store, bus, max_group));
+        tokio::spawn(run(rx, sink, max_group));
         GroupCommitter { tx }
     }
 
@@ -54,12 +49,7 @@ impl GroupCommitter {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    store: Arc<dyn TelemetryStore>,
-    bus: Arc<dyn EventBus>,
-    max: usize,
-) {
+async fn run(mut rx: mpsc::Receiver<Job>, sink: Arc<dyn TelemetrySink>, max: usize) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         let mut size = group[0].readings.len();
@@ -73,7 +63,7 @@ async fn run(
             }
         }
         metrics::histogram!("iotstream_ingest_group_readings").record(size as f64);
-        match write_group(&group, store.as_ref(), bus.as_ref()).await {
+        match write_group(&group, sink.as_ref()).await {
             Ok(per_job) => {
                 for (job, outcome) in group.into_iter().zip(per_job) {
                     let _ = job.reply.send(Ok(outcome));
@@ -89,46 +79,18 @@ async fn run(
     }
 }
 
-async fn write_group(
-    group: &[Job],
-    store: &dyn TelemetryStore,
-    bus: &dyn EventBus,
-) -> Result<Vec<CommitOutcome>, PortError> {
-    let keys: Vec<_> = group
+async fn write_group(group: &[Job], sink: &dyn TelemetrySink) -> Result<Vec<CommitOutcome>, PortError> {
+    let readings: Vec<Reading> = group.iter().flat_map(|j| j.readings.iter().cloned()).collect();
+    let flags = sink.accept(&readings).await?;
+    let mut flags = flags.into_iter();
+    Ok(group
         .iter()
-        .flat_map(|j| j.readings.iter().map(|r| (r.device_id.clone(), r.id.clone())))
-        .collect();
-    let stored = store.contains(&keys).await?;
-    let mut seen = HashSet::with_capacity(keys.len());
-    let mut fresh: Vec<Reading> = Vec::new();
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut i = 0;
-    for job in group {
-        let mut outcome = CommitOutcome {
-            accepted: 0,
-            duplicates: 0,
-        };
-        for r in &job.readings {
-            if stored[i] || !seen.insert((&r.device_id, &r.id)) {
-                outcome.duplicates += 1;
-            } else {
-                outcome.accepted += 1;
-                fresh.push(r.clone());
+        .map(|job| {
+            let accepted = flags.by_ref().take(job.readings.len()).filter(|new| *new).count();
+            CommitOutcome {
+                accepted,
+                duplicates: job.readings.len() - accepted,
             }
-            i += 1;
-        }
-        outcomes.push(outcome);
-    }
-    if !fresh.is_empty() {
-        let records: Vec<Record> = fresh
-            .iter()
-            .map(|r| Record {
-                key: r.device_id.to_string(),
-                value: serde_json::to_vec(r).expect("readings serialise"),
-            })
-            .collect();
-        bus.publish(topics::TELEMETRY, &records).await?;
-        store.put(&fresh).await?;
-    }
-    Ok(outcomes)
+        })
+        .collect())
 }

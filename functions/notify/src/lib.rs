@@ -113,7 +113,7 @@ pub struct Deps<'a> {
 pub async fn deliver_due(
     deps: &Deps<'_>,
     now: Ts,
-    jitter: &mut dyn FnMut() -> f64,
+    mut jitter: impl FnMut() -> f64,
 ) -> Result<Report, PortError> {
     let mut report = Report::default();
     for pending in deps.outbox.due(now, 256).await? {

@@ -1,1 +1,27 @@
-//! Engines behind the ports.
+//! Engines behind the ports of `iotstream_core::ports`.
+//!
+//! * [`embedded`]: SQLite files under a data directory ([`EmbeddedBus`],
+//!   [`EmbeddedTelemetryStore`], [`EmbeddedResults`]) and the in-process [`MemoryCache`].
+//! * [`webhook`]: the HTTP [`WebhookNotifier`] and [`sign_body`].
+//! * [`connect`](mod@connect): picks the engine for each port from its URL, in one place.
+//! * [`conformance`]: one behaviour suite per port, written once and run against every engine
+//!   (always compiled, so other crates and later engines can call it from their tests).
+//! * [`semantics`]: the merge/transition rules shared by all engines, as plain functions.
+
+pub mod cache;
+pub mod conformance;
+pub mod connect;
+pub mod embedded;
+mod error;
+pub mod log;
+pub mod semantics;
+mod split;
+mod sqlite;
+pub mod webhook;
+
+pub use cache::MemoryCache;
+pub use connect::{BackendUrls, Backends, connect};
+pub use embedded::{EmbeddedBus, EmbeddedResults, EmbeddedTelemetryStore};
+pub use log::{LogBus, LogTelemetryStore};
+pub use split::SplitSink;
+pub use webhook::{WebhookNotifier, sign_body};

@@ -28,6 +28,17 @@ pub trait TelemetryStore: Send + Sync {
     async fn range(&self, device: &DeviceId, from: Ts, to: Ts, limit: usize) -> PortResult<Vec<Reading>>;
 }
 
+/// Where ingest hands readings: each new reading durably stored *and* published on the
+/// `telemetry` topic (key = device id), idempotently by `Reading::id`. Returns, in input order,
+/// true for each reading that was new. On `Ok`, every new reading survives a crash on both sides.
+///
+/// An engine that keeps the store in the bus implements it natively with one write; otherwise
+/// `iotstream_backends::SplitSink` composes a [`TelemetryStore`] and an [`EventBus`].
+#[async_trait]
+pub trait TelemetrySink: Send + Sync {
+    async fn accept(&self, readings: &[Reading]) -> PortResult<Vec<bool>>;
+}
+
 /// A record to publish: `key` decides the partition (per-key order is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

@@ -1,0 +1,245 @@
+//! Load generator for iotstream (see BENCHMARKS.md for how each figure is produced).
+//!
+//!     loadgen prepare --url U --admin-token T --devices N --out wrk.lua   # devices + a wrk script
+//!     loadgen batch   --url U --admin-token T --devices N --batch K --concurrency C --seconds S
+//!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P
+//!
+//! `latency` expects the server to send webhooks to `http://127.0.0.1:P/`; it sends readings at a
+//! fixed rate, every tenth of them crossing the default `overheat` rule, and reports the time from
+//! sending a reading to receiving its `alert.opened` webhook.
+
+use iotstream_core::DeviceId;
+use iotstream_core::sas::{decode_key, make_token};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn provision(client: &reqwest::Client, url: &str, admin: &str, n: usize) -> Vec<(String, String)> {
+    let run = now_ms() % 1_000_000;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = format!("load-{run}-{i}");
+        let r: Value = client
+            .post(format!("{url}/api/devices"))
+            .bearer_auth(admin)
+            .json(&json!({"deviceId": id}))
+            .send()
+            .await
+            .expect("provision")
+            .json()
+            .await
+            .expect("provision body");
+        let key = decode_key(r["primaryKey"].as_str().expect("primaryKey")).expect("key");
+        let token = make_token(
+            "loadgen",
+            &DeviceId::parse(&id).unwrap(),
+            &key,
+            now_ms() / 1000 + 86_400,
+        );
+        out.push((id, token));
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let url = arg("--url", "http://127.0.0.1:7071");
+    let admin = arg("--admin-token", "");
+    let devices: usize = arg("--devices", "64").parse().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap();
+    match mode.as_str() {
+        "prepare" => prepare(&client, &url, &admin, devices, &arg("--out", "wrk.lua")).await,
+        "batch" => batch(&client, &url, &admin, devices).await,
+        "latency" => latency(&client, &url, &admin, devices).await,
+        _ => eprintln!("usage: loadgen prepare|batch|latency --url U --admin-token T [...]"),
+    }
+}
+
+/// Writes a wrk script that sends single-reading requests, round-robin over the devices, each
+/// with a unique message id (so none is a duplicate).
+async fn prepare(client: &reqwest::Client, url: &str, admin: &str, n: usize, out: &str) {
+    let devs = provision(client, url, admin, n).await;
+    let mut lua = String::from("local devs = {\n");
+    for (id, token) in &devs {
+        lua.push_str(&format!("  {{\"{id}\", \"{token}\"}},\n"));
+    }
+    lua.push_str(
+        r#"}
+local counter = 0
+local tid = 0
+setup = function(thread) tid = tid + 1; thread:set("tid", tid) end
+request = function()
+  counter = counter + 1
+  local d = devs[(counter % #devs) + 1]
+  local body = '{"deviceId":"' .. d[1] .. '","id":"' .. tid .. '-' .. counter .. '","metrics":{"temperature":' .. (20 + counter % 50) .. ',"vibration":0.02}}'
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["Authorization"] = d[2]}, body)
+end
+"#,
+    );
+    std::fs::write(out, lua).unwrap();
+    eprintln!("wrote {out} for {} devices", devs.len());
+}
+
+async fn batch(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
+    let size: usize = arg("--batch", "1000").parse().unwrap();
+    let conc: usize = arg("--concurrency", "8").parse().unwrap();
+    let secs: u64 = arg("--seconds", "20").parse().unwrap();
+    let devs = Arc::new(provision(client, url, admin, n).await);
+    let readings = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conc {
+        let (client, url, devs, readings) = (client.clone(), url.to_owned(), devs.clone(), readings.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let (id, token) = &devs[(w + seq as usize * conc) % devs.len()];
+                let base = now_ms() - 60_000;
+                let body: String = (0..size)
+                    .map(|i| {
+                        format!(
+                            "{{\"deviceId\":\"{id}\",\"id\":\"{w}-{seq}-{i}\",\"ts\":{},\"metrics\":{{\"temperature\":{}}}}}\n",
+                            base + i as i64,
+                            20 + i % 50
+                        )
+                    })
+                    .collect();
+                seq += 1;
+                let r = client
+                    .post(format!("{url}/api/telemetry"))
+                    .header("Authorization", token)
+                    .header("Content-Type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 202 => {
+                        readings.fetch_add(size as u64, Ordering::Relaxed);
+                    }
+                    Ok(r) => eprintln!("status {}", r.status()),
+                    Err(e) => eprintln!("error {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = readings.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "batch: {total} readings in {secs:.1} s = {:.0} readings/s (batch {size}, concurrency {conc})",
+        total as f64 / secs
+    );
+}
+
+async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
+    let rate: f64 = arg("--rate", "1000").parse().unwrap();
+    let secs: u64 = arg("--seconds", "20").parse().unwrap();
+    let port: u16 = arg("--webhook-port", "9000").parse().unwrap();
+    let received: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let rx = received.clone();
+    let app = axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
+        let rx = rx.clone();
+        async move {
+            let at = now_ms();
+            if let Ok(v) = serde_json::from_slice::<Value>(&body)
+                && v["event"] == "alert.opened"
+            {
+                let key = format!(
+                    "{}@{}",
+                    v["alert"]["deviceId"].as_str().unwrap_or(""),
+                    v["alert"]["openedAt"].as_str().unwrap_or("")
+                );
+                rx.lock().unwrap().insert(key, at);
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("webhook port");
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let devs = provision(client, url, admin, n).await;
+    let sent: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut i: u64 = 0;
+    let ok = Arc::new(AtomicU64::new(0));
+    while Instant::now() < end {
+        tick.tick().await;
+        let (id, token) = &devs[(i as usize) % devs.len()];
+        let round = i / devs.len() as u64;
+        // Per device: 9 cool readings, then one hot one (opens), then cool again (resolves).
+        let temp = if round % 10 == 9 { 90.0 } else { 60.0 };
+        let ts = now_ms();
+        if temp > 80.0 {
+            let opened = iotstream_core::Ts(ts).to_rfc3339();
+            sent.lock().unwrap().insert(format!("{id}@{opened}"), ts);
+        }
+        let body = json!({"deviceId": id, "id": format!("l{i}"), "ts": ts, "metrics": {"temperature": temp}})
+            .to_string();
+        let (client, url, token, ok) = (client.clone(), url.to_owned(), token.clone(), ok.clone());
+        tokio::spawn(async move {
+            if let Ok(r) = client
+                .post(format!("{url}/api/telemetry"))
+                .header("Authorization", token)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                && r.status() == 202
+            {
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        i += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = sent.lock().unwrap();
+    let got = received.lock().unwrap();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(k, t)| got.get(k).map(|r| (r - t) as f64))
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "latency: {} readings sent at {rate}/s ({} accepted); {} of {} alerts delivered; reading→webhook p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        i,
+        ok.load(Ordering::Relaxed),
+        lat.len(),
+        sent.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+}

@@ -1,0 +1,64 @@
+-- Embedded results database (results.db): devices, aggregates, latest state, alerts, the
+-- notification outbox and checkpoints. Applied at every open; every statement is idempotent.
+
+-- Devices. A removed device keeps its row (removed = 1) so re-adding it bumps the generation.
+CREATE TABLE IF NOT EXISTS devices (
+    device_id  TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    removed    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Window aggregates, upserted by (device, metric, window start).
+CREATE TABLE IF NOT EXISTS aggregates (
+    device_id    TEXT NOT NULL,
+    metric       TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_ms    INTEGER NOT NULL,
+    count        INTEGER NOT NULL,
+    min          REAL NOT NULL,
+    max          REAL NOT NULL,
+    sum          REAL NOT NULL,
+    PRIMARY KEY (device_id, metric, window_start)
+) WITHOUT ROWID;
+
+-- Latest known state per device; metrics is a JSON object merged with json_patch.
+CREATE TABLE IF NOT EXISTS latest (
+    device_id TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL,
+    metrics   TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Alerts: the full alert as JSON plus the columns we filter and sort on.
+CREATE TABLE IF NOT EXISTS alerts (
+    id        TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_opened ON alerts (opened_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, opened_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (device_id, opened_at DESC, id DESC);
+
+-- Webhook outbox. Delivered and dead rows stay (status) so a re-enqueued id is ignored.
+CREATE TABLE IF NOT EXISTS outbox (
+    id              TEXT PRIMARY KEY,
+    event           TEXT NOT NULL,      -- alert.opened / alert.resolved / alert.acknowledged
+    body            TEXT NOT NULL,      -- the AlertEvent as JSON
+    status          TEXT NOT NULL,      -- pending / delivered / dead
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER             -- delivered_at or dead_at
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (status, finished_at DESC, id);
+
+-- Checkpoints of stateful consumers.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name      TEXT PRIMARY KEY,
+    positions TEXT NOT NULL,           -- JSON array of {partition, next_offset}
+    state     BLOB NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,160 @@
+//! [`LogTelemetryStore`]: the telemetry store kept in the `telemetry` topic's log.
+//!
+//! `put` appends the new readings to the log (so storing *is* publishing: one flush, atomic) and
+//! indexes them; `contains` and `range` are answered from the index, reading record bodies from
+//! the log by position. The index is rebuilt by scanning the log when the store opens.
+
+use super::bus::LogBus;
+use async_trait::async_trait;
+use iotstream_core::ports::{PortResult, TelemetrySink, TelemetryStore};
+use iotstream_core::{DeviceId, PortError, Reading, Ts, topics};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Index {
+    ids: HashSet<u128>,
+    /// Per device: (ts, partition, byte position) of each reading.
+    by_device: HashMap<DeviceId, Vec<(i64, u32, u64)>>,
+}
+
+pub struct LogTelemetryStore {
+    bus: LogBus,
+    /// Serialises writers so the dedup check and the append are one step.
+    index: Mutex<Index>,
+    write: tokio::sync::Mutex<()>,
+}
+
+/// The dedup key: 128-bit FNV-1a over device and id (ids are unique per device, and
+/// case-sensitive).
+fn id_key(device: &DeviceId, id: &str) -> u128 {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let h = device.as_str().bytes().chain([0u8]).chain(id.bytes());
+    h.fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d_u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(PRIME)
+    })
+}
+
+impl LogTelemetryStore {
+    /// Opens the store on the bus's `telemetry` topic, indexing what the log holds.
+    pub fn open(bus: LogBus) -> PortResult<LogTelemetryStore> {
+        let topic = bus.topic(topics::TELEMETRY)?;
+        let mut index = Index::default();
+        for (p, log) in topic.partitions.iter().enumerate() {
+            let (mut from, mut pos) = (0, 0);
+            loop {
+                let (records, next) = log.read(from, pos, 10_000);
+                let Some(last) = records.last() else { break };
+                (from, pos) = (last.offset + 1, next);
+                for r in &records {
+                    match serde_json::from_slice::<Reading>(&r.value) {
+                        Ok(reading) => index.add(&reading, p as u32, r.pos),
+                        Err(e) => {
+                            tracing::warn!(offset = r.offset, error = %e, "unreadable reading in the log")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(LogTelemetryStore {
+            bus,
+            index: Mutex::new(index),
+            write: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+impl Index {
+    fn add(&mut self, r: &Reading, partition: u32, pos: u64) {
+        self.ids.insert(id_key(&r.device_id, &r.id));
+        self.by_device
+            .entry(r.device_id.clone())
+            .or_default()
+            .push((r.ts.millis(), partition, pos));
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for LogTelemetryStore {
+    async fn put(&self, readings: &[Reading]) -> PortResult<Vec<bool>> {
+        let _writer = self.write.lock().await;
+        let mut fresh = Vec::with_capacity(readings.len());
+        let flags: Vec<bool> = {
+            let index = self.index.lock().expect("store index");
+            let mut seen = HashSet::new();
+            readings
+                .iter()
+                .map(|r| {
+                    let k = id_key(&r.device_id, &r.id);
+                    let new = !index.ids.contains(&k) && seen.insert(k);
+                    if new {
+                        fresh.push(r);
+                    }
+                    new
+                })
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(flags);
+        }
+        let records = fresh
+            .iter()
+            .map(|r| {
+                (
+                    r.device_id.as_str().as_bytes().to_vec(),
+                    serde_json::to_vec(r).expect("reading"),
+                )
+            })
+            .collect();
+        let placed = self.bus.append(topics::TELEMETRY, records).await?;
+        let mut index = self.index.lock().expect("store index");
+        for (r, (p, _, pos)) in fresh.iter().zip(placed) {
+            index.add(r, p as u32, pos);
+        }
+        Ok(flags)
+    }
+
+    async fn contains(&self, keys: &[(DeviceId, String)]) -> PortResult<Vec<bool>> {
+        let index = self.index.lock().expect("store index");
+        Ok(keys
+            .iter()
+            .map(|(device, id)| index.ids.contains(&id_key(device, id)))
+            .collect())
+    }
+
+    async fn range(&self, device: &DeviceId, from: Ts, to: Ts, limit: usize) -> PortResult<Vec<Reading>> {
+        let mut hits: Vec<(i64, u32, u64)> = {
+            let index = self.index.lock().expect("store index");
+            index
+                .by_device
+                .get(device)
+                .map(|v| {
+                    v.iter()
+                        .filter(|(ts, _, _)| *ts >= from.millis() && *ts < to.millis())
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        hits.sort_unstable();
+        hits.truncate(limit);
+        let topic = self.bus.topic(topics::TELEMETRY)?;
+        hits.iter()
+            .map(|&(_, p, pos)| {
+                let rec = topic.partitions[p as usize]
+                    .read_at(pos)
+                    .ok_or_else(|| PortError::internal("the log lost an indexed reading"))?;
+                serde_json::from_slice(&rec.value)
+                    .map_err(|e| PortError::internal(format!("corrupt reading: {e}")))
+            })
+            .collect()
+    }
+}
+
+/// Storing is publishing here: ingest's one durable write.
+#[async_trait]
+impl TelemetrySink for LogTelemetryStore {
+    async fn accept(&self, readings: &[Reading]) -> PortResult<Vec<bool>> {
+        self.put(readings).await
+    }
+}

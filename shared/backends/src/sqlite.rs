@@ -1,0 +1,144 @@
+//! Shared SQLite plumbing of the embedded engines: opening a database file with the durability
+//! settings, the write/read pool split, and helpers for multi-row statements.
+
+use crate::error::db_err;
+use iotstream_core::PortError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a statement waits for another connection's (or process's) write lock.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rows per full multi-row statement. Remainders are split into power-of-two chunks, so only a
+/// handful of distinct statements (and prepared-statement cache entries) ever exist.
+pub(crate) const FULL_CHUNK: usize = 256;
+
+/// `BEGIN IMMEDIATE`: write transactions take the write lock up front, so a read-modify-write
+/// never fails with `SQLITE_BUSY_SNAPSHOT` when another process writes concurrently.
+pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// One SQLite database file: a single-connection pool for writes (serialising writers in this
+/// process) and a small pool for reads (WAL lets them run beside the writer).
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    pub write: SqlitePool,
+    pub read: SqlitePool,
+}
+
+impl Db {
+    /// Opens (creating if missing) `path` in WAL mode with `synchronous=FULL`, so a committed
+    /// transaction survives a process kill or power loss, then applies `schema` (idempotent).
+    pub async fn open(path: &Path, schema: &str, readers: u32) -> Result<Db, PortError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PortError::unavailable(format!("cannot create data directory {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(false)
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_err(path, e))?;
+        sqlx::raw_sql(schema)
+            .execute(&write)
+            .await
+            .map_err(|e| open_err(path, e))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(path, e))?;
+        Ok(Db { write, read })
+    }
+}
+
+fn open_err(path: &Path, e: sqlx::Error) -> PortError {
+    let mut err = db_err(e);
+    err.message = format!("opening {}: {}", path.display(), err.message);
+    err
+}
+
+/// Splits `len` rows into chunk sizes: full chunks first, then powers of two.
+pub(crate) fn chunk_sizes(len: usize) -> impl Iterator<Item = usize> {
+    let full = len / FULL_CHUNK;
+    let rest = len % FULL_CHUNK;
+    std::iter::repeat_n(FULL_CHUNK, full).chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|bit| 1usize << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
+/// Iterates over `items` in the slices given by [`chunk_sizes`].
+pub(crate) fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut start = 0;
+    chunk_sizes(items.len()).map(move |n| {
+        let chunk = &items[start..start + n];
+        start += n;
+        chunk
+    })
+}
+
+/// `prefix` followed by `rows` groups of `group` (e.g. `(?, ?, ?)`), comma separated, then
+/// `suffix`.
+pub(crate) fn multi_row(prefix: &str, group: &str, rows: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * (group.len() + 1));
+    sql.push_str(prefix);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(group);
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// Converts a stored (non-negative) integer.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_cover_exactly() {
+        for len in [0, 1, 2, 3, 255, 256, 257, 1000, 10_000] {
+            let sizes: Vec<usize> = chunk_sizes(len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), len);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= FULL_CHUNK));
+        }
+        let items: Vec<u32> = (0..300).collect();
+        let joined: Vec<u32> = chunks(&items).flatten().copied().collect();
+        assert_eq!(joined, items);
+    }
+
+    #[test]
+    fn multi_row_builds_groups() {
+        assert_eq!(
+            multi_row("INSERT INTO t VALUES ", "(?,?)", 3, " ON CONFLICT DO NOTHING"),
+            "INSERT INTO t VALUES (?,?),(?,?),(?,?) ON CONFLICT DO NOTHING"
+        );
+    }
+}

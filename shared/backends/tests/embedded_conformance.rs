@@ -1,0 +1,339 @@
+//! Every conformance suite against the embedded engines, plus embedded-only checks:
+//! durability across a reopen, log trimming, and engine selection.
+
+use iotstream_backends::conformance::{self, alert, event, latest, unique_device};
+use iotstream_backends::embedded::{EmbeddedBus, EmbeddedResults, EmbeddedTelemetryStore};
+use iotstream_backends::{BackendUrls, LogBus, LogTelemetryStore, MemoryCache, SplitSink, connect};
+use iotstream_core::Reading;
+use iotstream_core::ports::TelemetryStore;
+use iotstream_core::ports::{Checkpoint, EventBus, Position, Record};
+use iotstream_core::{AlertEventKind, PortErrorKind, Ts};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_conforms() {
+    let dir = TempDir::new().unwrap();
+    conformance::bus::run(Arc::new(EmbeddedBus::open(dir.path()).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_with_one_partition_conforms() {
+    let dir = TempDir::new().unwrap();
+    conformance::bus::run(Arc::new(
+        EmbeddedBus::open_with_partitions(dir.path(), 1).await.unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn telemetry_store_conforms() {
+    let dir = TempDir::new().unwrap();
+    conformance::store::run(Arc::new(EmbeddedTelemetryStore::open(dir.path()).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_bus_conforms_with_one_and_four_partitions() {
+    let dir = TempDir::new().unwrap();
+    conformance::bus::run(Arc::new(LogBus::open(dir.path()).unwrap())).await;
+    let dir = TempDir::new().unwrap();
+    conformance::bus::run(Arc::new(LogBus::open_with_partitions(dir.path(), 4).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_store_conforms_as_store_and_sink() {
+    let dir = TempDir::new().unwrap();
+    let bus = LogBus::open(dir.path()).unwrap();
+    let store = Arc::new(LogTelemetryStore::open(bus.clone()).unwrap());
+    conformance::store::run(store.clone()).await;
+    conformance::sink::run(store.clone(), store, Arc::new(bus)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_sink_conforms_over_a_separate_store_and_bus() {
+    let dir = TempDir::new().unwrap();
+    let store: Arc<dyn TelemetryStore> = Arc::new(EmbeddedTelemetryStore::open(dir.path()).await.unwrap());
+    let bus: Arc<dyn EventBus> = Arc::new(LogBus::open(dir.path()).unwrap());
+    let sink = Arc::new(SplitSink {
+        store: store.clone(),
+        bus: bus.clone(),
+    });
+    conformance::sink::run(sink, store, bus).await;
+}
+
+#[tokio::test]
+async fn log_store_index_is_rebuilt_on_reopen() {
+    let dir = TempDir::new().unwrap();
+    let device = unique_device("reopen");
+    let m = conformance::metrics(&[("t", 1.5)]);
+    let r = Reading {
+        id: iotstream_core::reading::reading_key(&device, Some("m1"), Ts(5), &m),
+        device_id: device.clone(),
+        ts: Ts(5),
+        metrics: m,
+        message_id: Some("m1".into()),
+    };
+    {
+        let store = LogTelemetryStore::open(LogBus::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(store.put(std::slice::from_ref(&r)).await.unwrap(), vec![true]);
+    }
+    let store = LogTelemetryStore::open(LogBus::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(
+        store.put(std::slice::from_ref(&r)).await.unwrap(),
+        vec![false],
+        "still a duplicate"
+    );
+    assert_eq!(store.range(&device, Ts(0), Ts(10), 10).await.unwrap(), vec![r]);
+}
+
+#[tokio::test]
+async fn results_conform() {
+    let dir = TempDir::new().unwrap();
+    let results = Arc::new(EmbeddedResults::open(dir.path()).await.unwrap());
+    conformance::devices::run(results.clone()).await;
+    conformance::results::run(results.clone(), results.clone()).await;
+    conformance::outbox::run(results.clone()).await;
+    conformance::checkpoints::run(results).await;
+}
+
+#[tokio::test]
+async fn memory_cache_conforms() {
+    conformance::cache::run(Arc::new(MemoryCache::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_defaults_to_embedded_and_passes_everything() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("nested/data");
+    let backends = connect(&data, &BackendUrls::default()).await.unwrap();
+    for file in ["log", "results.db"] {
+        assert!(data.join(file).exists(), "{file} created");
+    }
+    conformance::run_all(&backends).await;
+}
+
+#[tokio::test]
+async fn connect_rejects_engines_not_built_and_unknown_schemes() {
+    let dir = TempDir::new().unwrap();
+    let urls = BackendUrls {
+        bus: Some("kafka://localhost:9092".into()),
+        ..BackendUrls::default()
+    };
+    let err = connect(dir.path(), &urls)
+        .await
+        .err()
+        .expect("kafka is not built");
+    assert_eq!(err.kind, PortErrorKind::Config);
+    assert!(err.message.contains("cargo feature `kafka`"), "{err}");
+    let urls = BackendUrls {
+        database: Some("mysql://x/db".into()),
+        ..BackendUrls::default()
+    };
+    let err = connect(dir.path(), &urls).await.err().expect("unknown scheme");
+    assert!(
+        err.message.contains("mysql") && err.message.contains("postgres://"),
+        "{err}"
+    );
+}
+
+/// Everything written before the engines are dropped is there after reopening the directory.
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let device = unique_device("durable");
+    let a = alert("durable-alert", &device, 1_000, 85.0);
+    let reading = conformance::store::reading(&device, 1_000, 21.5);
+    let checkpoint = Checkpoint {
+        positions: vec![Position {
+            partition: 0,
+            next_offset: 3,
+        }],
+        state: b"state".to_vec(),
+    };
+    {
+        let b = connect(dir.path(), &BackendUrls::default()).await.unwrap();
+        let records: Vec<Record> = (0..10)
+            .map(|i| Record {
+                key: format!("k{}", i % 3),
+                value: format!("v{i}").into_bytes(),
+            })
+            .collect();
+        b.bus.publish("durable-events", &records).await.unwrap();
+        let mut c = b.bus.subscribe("g", "durable-events").await.unwrap();
+        let got = conformance::bus::drain(&mut *c, 10).await;
+        assert_eq!(got.len(), 10);
+        c.commit().await.unwrap();
+        b.bus.publish("durable-events", &records[..4]).await.unwrap();
+        assert_eq!(b.store.put(std::slice::from_ref(&reading)).await.unwrap(), [true]);
+        b.devices.add_device(&device, Ts(5)).await.unwrap().unwrap();
+        b.results
+            .apply_alert_events(&[event(AlertEventKind::Opened, &a, 1_000, 85.0)])
+            .await
+            .unwrap();
+        b.results.ack_alert(&a.id, Ts(2_000)).await.unwrap();
+        b.results
+            .upsert_latest(&[latest(&device, 1_000, &[("t", 21.5)])])
+            .await
+            .unwrap();
+        b.checkpoints
+            .save_checkpoint("analyze", &checkpoint)
+            .await
+            .unwrap();
+    }
+    let b = connect(dir.path(), &BackendUrls::default()).await.unwrap();
+    assert_eq!(
+        b.bus.lag("g", "durable-events").await.unwrap(),
+        4,
+        "messages and offsets kept"
+    );
+    let mut c = b.bus.subscribe("g", "durable-events").await.unwrap();
+    assert_eq!(
+        conformance::bus::drain(&mut *c, 4).await.len(),
+        4,
+        "resumes at the committed offsets"
+    );
+    b.bus
+        .publish(
+            "durable-events",
+            &[Record {
+                key: "k0".into(),
+                value: b"after".to_vec(),
+            }],
+        )
+        .await
+        .unwrap();
+    let next = conformance::bus::drain(&mut *c, 1).await;
+    assert!(
+        next[0].offset >= 4,
+        "offsets continue after a reopen, never restart"
+    );
+    assert_eq!(
+        b.store.range(&device, Ts(0), Ts(10_000), 10).await.unwrap(),
+        std::slice::from_ref(&reading)
+    );
+    assert_eq!(
+        b.store.put(&[reading]).await.unwrap(),
+        [false],
+        "still a duplicate"
+    );
+    assert_eq!(
+        b.devices.get_device(&device).await.unwrap().map(|d| d.generation),
+        Some(1)
+    );
+    let stored = b.results.alert(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.acknowledged_at, Some(Ts(2_000)));
+    let due = b.outbox.due(Ts(10_000), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "the ack notification is still queued");
+    assert_eq!(
+        b.results.latest(&device).await.unwrap().unwrap().metrics["t"],
+        21.5
+    );
+    assert_eq!(
+        b.checkpoints.load_checkpoint("analyze").await.unwrap(),
+        Some(checkpoint)
+    );
+}
+
+#[tokio::test]
+async fn trim_deletes_only_what_every_group_committed() {
+    let dir = TempDir::new().unwrap();
+    let bus = EmbeddedBus::open_with_partitions(dir.path(), 1).await.unwrap();
+    let records: Vec<Record> = (0..10)
+        .map(|i| Record {
+            key: "k".into(),
+            value: vec![i],
+        })
+        .collect();
+    bus.publish("t", &records).await.unwrap();
+    assert_eq!(
+        bus.trim_below_committed("t").await.unwrap(),
+        0,
+        "no group committed yet"
+    );
+    let mut a = bus.subscribe("a", "t").await.unwrap();
+    assert_eq!(a.poll(6, Duration::from_secs(1)).await.unwrap().len(), 6);
+    a.commit().await.unwrap();
+    let mut b = bus.subscribe("b", "t").await.unwrap();
+    assert_eq!(b.poll(3, Duration::from_secs(1)).await.unwrap().len(), 3);
+    b.commit().await.unwrap();
+    assert_eq!(
+        bus.trim_below_committed("t").await.unwrap(),
+        3,
+        "below the slowest group"
+    );
+    assert_eq!(bus.high_watermarks("t").await.unwrap(), [10]);
+    let mut late = bus.subscribe("late", "t").await.unwrap();
+    let got = late.poll(100, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        got.first().map(|d| d.offset),
+        Some(3),
+        "a new group starts at the oldest kept record"
+    );
+    b.poll(100, Duration::from_secs(1)).await.unwrap();
+    b.commit().await.unwrap();
+    assert_eq!(bus.trim_below_committed("t").await.unwrap(), 3);
+    bus.publish("t", &records[..1]).await.unwrap();
+    assert_eq!(
+        bus.high_watermarks("t").await.unwrap(),
+        [11],
+        "offsets never restart after a trim"
+    );
+}
+
+#[tokio::test]
+async fn a_second_bus_on_the_same_file_sees_records_within_the_recheck() {
+    let dir = TempDir::new().unwrap();
+    let writer = EmbeddedBus::open(dir.path()).await.unwrap();
+    let reader = EmbeddedBus::open(dir.path()).await.unwrap();
+    let mut c = reader.subscribe("g", "t").await.unwrap();
+    let publisher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer
+            .publish(
+                "t",
+                &[Record {
+                    key: "k".into(),
+                    value: b"x".to_vec(),
+                }],
+            )
+            .await
+            .unwrap();
+    });
+    let start = std::time::Instant::now();
+    let got = c.poll(10, Duration::from_secs(5)).await.unwrap();
+    publisher.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn invalid_names_and_seeks_are_rejected() {
+    let dir = TempDir::new().unwrap();
+    let bus = EmbeddedBus::open_with_partitions(dir.path(), 2).await.unwrap();
+    let err = bus
+        .publish(
+            "bad topic",
+            &[Record {
+                key: "k".into(),
+                value: vec![],
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, PortErrorKind::Invalid);
+    let mut c = bus.subscribe("g", "t").await.unwrap();
+    let err = c
+        .seek(&[Position {
+            partition: 2,
+            next_offset: 0,
+        }])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, PortErrorKind::Invalid);
+    assert_eq!(c.positions().len(), 2);
+}
