@@ -111,6 +111,19 @@ pub fn parse_body(
     now: Ts,
     limits: &Limits,
 ) -> Result<Vec<Reading>, BodyError> {
+    match fast::parse(body, format == BodyFormat::Ndjson, now, limits) {
+        Some(readings) => Ok(readings),
+        None => parse_body_detailed(body, format, now, limits),
+    }
+}
+
+/// The detailed path: every error of every reading, with its index and field.
+fn parse_body_detailed(
+    body: &[u8],
+    format: BodyFormat,
+    now: Ts,
+    limits: &Limits,
+) -> Result<Vec<Reading>, BodyError> {
     let values: Vec<serde_json::Value> = match format {
         BodyFormat::Json => match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(serde_json::Value::Array(items)) => items,
@@ -341,9 +354,20 @@ pub fn reading_key(
             }
         }
     }
-    let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize()[..16])
 }
 
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+mod fast;
 #[cfg(test)]
 mod tests;

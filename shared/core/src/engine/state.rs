@@ -24,6 +24,12 @@ pub(super) struct DeviceState {
     recent: VecDeque<u64>,
     metrics: BTreeMap<String, MetricState>,
     rules: BTreeMap<String, RuleState>,
+    /// Touched in the current batch (listed in `Touched`); not part of the checkpoint.
+    #[serde(skip)]
+    touched: bool,
+    /// Latest state changed in the current batch.
+    #[serde(skip)]
+    latest_changed: bool,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -32,6 +38,9 @@ struct MetricState {
     last: Option<(Ts, f64)>,
     /// Open windows by start (ms).
     windows: BTreeMap<i64, Window>,
+    /// Windows updated in the current batch, in first-touched order.
+    #[serde(skip)]
+    changed_windows: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -42,13 +51,10 @@ struct Window {
     sum: f64,
 }
 
-/// What a batch touched, in first-touched order (so output order is deterministic).
+/// Devices touched by a batch, in first-touched order (so output order is deterministic).
 #[derive(Default)]
 pub struct Touched {
-    windows: Vec<(DeviceId, String, i64)>,
-    seen_windows: std::collections::HashSet<(DeviceId, String, i64)>,
     devices: Vec<DeviceId>,
-    seen_devices: std::collections::HashSet<DeviceId>,
 }
 
 impl EngineState {
@@ -66,7 +72,11 @@ impl EngineState {
         touched: &mut Touched,
         out: &mut Output,
     ) {
-        let device = self.devices.entry(reading.device_id.clone()).or_default();
+        if !self.devices.contains_key(&reading.device_id) {
+            self.devices
+                .insert(reading.device_id.clone(), DeviceState::default());
+        }
+        let device = self.devices.get_mut(&reading.device_id).expect("inserted above");
         let hash = id_hash(&reading.id);
         if device.recent.contains(&hash) {
             out.stats.duplicates += 1;
@@ -84,8 +94,15 @@ impl EngineState {
         let open_from = newest.millis() - settings.allowed_lateness_ms;
         let mut any_in_order = false;
         let mut any_out_of_order = false;
+        if !device.touched {
+            device.touched = true;
+            touched.devices.push(reading.device_id.clone());
+        }
         for (name, &value) in &reading.metrics {
-            let metric = device.metrics.entry(name.clone()).or_default();
+            if !device.metrics.contains_key(name) {
+                device.metrics.insert(name.clone(), MetricState::default());
+            }
+            let metric = device.metrics.get_mut(name).expect("inserted above");
             let start = reading.ts.floor(settings.window_ms).millis();
             if start + settings.window_ms > open_from {
                 let w = metric.windows.entry(start).or_insert(Window {
@@ -98,7 +115,9 @@ impl EngineState {
                 w.min = w.min.min(value);
                 w.max = w.max.max(value);
                 w.sum += value;
-                touched.window(&reading.device_id, name, start);
+                if !metric.changed_windows.contains(&start) {
+                    metric.changed_windows.push(start);
+                }
             } else {
                 out.stats.late += 1;
             }
@@ -120,7 +139,10 @@ impl EngineState {
                 if !rule.applies_to(reading.device_id.as_str()) {
                     continue;
                 }
-                let st = device.rules.entry(rule.name.clone()).or_default();
+                if !device.rules.contains_key(&rule.name) {
+                    device.rules.insert(rule.name.clone(), RuleState::default());
+                }
+                let st = device.rules.get_mut(&rule.name).expect("inserted above");
                 if let Some(event) = threshold::step(st, rule, reading, value) {
                     out.alerts.push(event);
                 }
@@ -130,66 +152,53 @@ impl EngineState {
             out.stats.out_of_order += 1;
         }
         if any_in_order {
-            touched.device(&reading.device_id);
+            device.latest_changed = true;
         }
     }
 
-    pub(super) fn emit(&self, rules: &Rules, touched: Touched, out: &mut Output) {
-        for (device_id, metric, start) in touched.windows {
-            let Some(w) = self
-                .devices
-                .get(&device_id)
-                .and_then(|d| d.metrics.get(&metric)?.windows.get(&start))
-            else {
-                continue; // closed within the same batch: its final value was emitted earlier
-            };
-            out.insights.push(Insight::Aggregate(Aggregate {
-                device_id,
-                metric,
-                window_start: Ts(start),
-                window_ms: rules.settings.window_ms,
-                count: w.count,
-                min: w.min,
-                max: w.max,
-                sum: w.sum,
-            }));
-        }
+    pub(super) fn emit(&mut self, rules: &Rules, touched: Touched, out: &mut Output) {
+        let mut latest = Vec::new();
         for device_id in touched.devices {
-            let Some(d) = self.devices.get(&device_id) else {
+            let Some(d) = self.devices.get_mut(&device_id) else {
                 continue;
             };
-            let metrics: BTreeMap<String, f64> = d
-                .metrics
-                .iter()
-                .filter_map(|(k, m)| m.last.map(|(_, v)| (k.clone(), v)))
-                .collect();
-            let last_seen = d
-                .metrics
-                .values()
-                .filter_map(|m| m.last.map(|(t, _)| t))
-                .max()
-                .unwrap_or_default();
-            out.insights.push(Insight::Latest(LatestState {
-                device_id,
-                last_seen,
-                metrics,
-            }));
+            d.touched = false;
+            for (metric, m) in d.metrics.iter_mut() {
+                for start in m.changed_windows.drain(..) {
+                    // A window closed within the same batch is gone: its last emission was final.
+                    let Some(w) = m.windows.get(&start) else { continue };
+                    out.insights.push(Insight::Aggregate(Aggregate {
+                        device_id: device_id.clone(),
+                        metric: metric.clone(),
+                        window_start: Ts(start),
+                        window_ms: rules.settings.window_ms,
+                        count: w.count,
+                        min: w.min,
+                        max: w.max,
+                        sum: w.sum,
+                    }));
+                }
+            }
+            if std::mem::take(&mut d.latest_changed) {
+                let metrics: BTreeMap<String, f64> = d
+                    .metrics
+                    .iter()
+                    .filter_map(|(k, m)| m.last.map(|(_, v)| (k.clone(), v)))
+                    .collect();
+                let last_seen = d
+                    .metrics
+                    .values()
+                    .filter_map(|m| m.last.map(|(t, _)| t))
+                    .max()
+                    .unwrap_or_default();
+                latest.push(Insight::Latest(LatestState {
+                    device_id,
+                    last_seen,
+                    metrics,
+                }));
+            }
         }
-    }
-}
-
-impl Touched {
-    fn window(&mut self, device: &DeviceId, metric: &str, start: i64) {
-        let key = (device.clone(), metric.to_owned(), start);
-        if self.seen_windows.insert(key.clone()) {
-            self.windows.push(key);
-        }
-    }
-
-    fn device(&mut self, device: &DeviceId) {
-        if self.seen_devices.insert(device.clone()) {
-            self.devices.push(device.clone());
-        }
+        out.insights.extend(latest);
     }
 }
 

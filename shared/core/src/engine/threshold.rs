@@ -122,7 +122,7 @@ pub fn alert_id(device: &str, rule: &str, opened_at: Ts) -> String {
     h.update(rule.as_bytes());
     h.update([0]);
     h.update(opened_at.millis().to_be_bytes());
-    h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::reading::hex(&h.finalize()[..12])
 }
 
 fn side_word(d: Direction) -> &'static str {

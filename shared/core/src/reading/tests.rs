@@ -165,3 +165,49 @@ fn readings_round_trip_through_json() {
     let back: Reading = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r[0]);
 }
+
+/// The fast path must agree with the detailed path on everything it accepts, and leave
+/// everything else to it.
+#[test]
+fn the_fast_path_accepts_exactly_what_the_detailed_path_accepts() {
+    let bodies = [
+        (
+            r#"{"deviceId":"d","ts":"2025-11-25T09:00:00Z","metrics":{"x":1,"y":2.5},"id":"m"}"#,
+            false,
+        ),
+        (
+            r#"[{"deviceId":"d","ts":1,"metrics":{"x":1}},{"deviceId":"e","metrics":{"x":-0.5},"id":null,"ts":null}]"#,
+            false,
+        ),
+        (r#"{"deviceId":"d","metrics":{"x":1},"extra":true}"#, false),
+        (r#"{"deviceId":"d","ts":1.5,"metrics":{"x":1}}"#, false),
+        (r#"{"deviceId":"d","ts":-1,"metrics":{"x":1}}"#, false),
+        (r#"{"deviceId":"d d","metrics":{"x":1}}"#, false),
+        (r#"{"deviceId":"d","metrics":{"x y":1}}"#, false),
+        (r#"{"deviceId":"d","metrics":{"x":"1"}}"#, false),
+        (r#"{"deviceId":"d","metrics":{}}"#, false),
+        (r#"{"deviceId":"d","metrics":{"x":1},"id":""}"#, false),
+        (r#"{"deviceId":7,"metrics":{"x":1}}"#, false),
+        (
+            r#"{"deviceId":"d","ts":"2025-11-25T11:00:00Z","metrics":{"x":1}}"#,
+            false,
+        ),
+        (r#"{"deviceId":"d\u0041","metrics":{"x":1}}"#, false),
+        (
+            "{\"deviceId\":\"d\",\"metrics\":{\"x\":1}}\r\n\n{\"deviceId\":\"e\",\"metrics\":{\"x\":2}}\n",
+            true,
+        ),
+        ("{\"deviceId\":\"d\",\"metrics\":{\"x\":1}}\nnot json\n", true),
+    ];
+    for (body, nd) in bodies {
+        let format = if nd { BodyFormat::Ndjson } else { BodyFormat::Json };
+        let detailed = parse_body_detailed(body.as_bytes(), format, NOW, &Limits::default());
+        match fast::parse(body.as_bytes(), nd, NOW, &Limits::default()) {
+            Some(fast) => assert_eq!(Ok(fast), detailed, "{body}"),
+            None => assert!(
+                detailed.is_err() || body.contains("1.5") || body.contains("\\u0041"),
+                "fast path gave up on a valid body: {body}"
+            ),
+        }
+    }
+}
