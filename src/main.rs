@@ -5,6 +5,7 @@ mod cli;
 mod devices;
 mod http;
 mod secrets;
+mod simulate;
 mod workers;
 
 use anyhow::{Context, bail};
@@ -73,6 +74,18 @@ fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<Rules> {
     })
 }
 
+/// The webhook retry policy: the default backoff, with `IOTSTREAM_WEBHOOK_MAX_ATTEMPTS` (a
+/// whole number of at least 1; unset or empty = the default 12) attempts before a dead letter.
+fn retry_policy(max_attempts: Option<&str>) -> anyhow::Result<iotstream_notify::RetryPolicy> {
+    let mut policy = iotstream_notify::RetryPolicy::default();
+    if let Some(v) = max_attempts.map(str::trim).filter(|v| !v.is_empty()) {
+        policy.max_attempts = v.parse().ok().filter(|n| *n >= 1).with_context(|| {
+            format!("IOTSTREAM_WEBHOOK_MAX_ATTEMPTS must be a whole number of at least 1, not {v:?}")
+        })?;
+    }
+    Ok(policy)
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.state.data_dir.clone();
     let rules = load_rules(args.rules.as_deref())?;
@@ -100,17 +113,28 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         rules,
         webhook,
         device_rate_limit: args.device_rate_limit,
-        retry: iotstream_notify::RetryPolicy::default(),
+        retry: retry_policy(std::env::var("IOTSTREAM_WEBHOOK_MAX_ATTEMPTS").ok().as_deref())?,
         checkpoint_every: Duration::from_secs(1),
         admin_token,
     };
-    if args.simulate > 0 {
-        bail!("--simulate is not available yet (the simulator is its own issue)");
-    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let pipeline = app::Pipeline::start(cfg.clone()).await?;
+    if args.simulate > 0 {
+        let url = format!("http://{}", args.listen);
+        simulate::start(
+            args.simulate,
+            url,
+            pipeline.state.devices(),
+            cfg.master_key.clone(),
+        )
+        .await?;
+        println!(
+            "simulating {} devices (sim-1 ... sim-{}), one reading per second each",
+            args.simulate, args.simulate
+        );
+    }
     print_banner(&args, &cfg, generated);
     let router = http::router(pipeline.state.clone());
     axum::serve(listener, router)
@@ -207,4 +231,25 @@ async fn devices_cmd(cmd: DevicesCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod retry_policy_tests {
+    use super::retry_policy;
+
+    #[test]
+    fn max_attempts_comes_from_the_environment_or_defaults_to_12() {
+        assert_eq!(retry_policy(None).unwrap().max_attempts, 12);
+        assert_eq!(retry_policy(Some("")).unwrap().max_attempts, 12);
+        let p = retry_policy(Some(" 3 ")).unwrap();
+        assert_eq!(p.max_attempts, 3);
+        assert_eq!(p.base_ms, 1_000, "only the attempt count changes");
+        for bad in ["0", "-1", "many", "2.5"] {
+            let e = retry_policy(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("IOTSTREAM_WEBHOOK_MAX_ATTEMPTS") && e.contains(bad),
+                "{e}"
+            );
+        }
+    }
 }
