@@ -87,7 +87,7 @@ pub async fn device(
         _ => state.results().latest(&id).await?,
     };
     let mut alerts = open_alerts(&state, Some(&id)).await?;
-    alerts.sort_by(|a, b| b.opened_at.cmp(&a.opened_at));
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.opened_at));
     let mut body = device_json(&rec, latest.as_ref(), alerts.len());
     body["alerts"] = json!(alerts);
     Ok(Json(body))
