@@ -78,6 +78,43 @@ pub async fn commit_until_ok(consumer: &mut dyn Consumer, shutdown: &watch::Rece
     }
 }
 
+/// How often a busy consumer commits. Committing after every batch would add a disk flush per
+/// batch; committing less often only means more (idempotent) redelivery after a crash.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// Commits a consumer's positions at most every [`COMMIT_EVERY`] while busy, at once when idle,
+/// and before stopping. Call `done` after each batch's side effects are durable.
+pub struct CommitPacer {
+    last: std::time::Instant,
+    dirty: bool,
+}
+
+impl CommitPacer {
+    pub fn new() -> Self {
+        CommitPacer { last: std::time::Instant::now(), dirty: false }
+    }
+
+    /// A batch is fully handled; commit if it is time. False when shutdown interrupted it.
+    pub async fn done(&mut self, consumer: &mut dyn Consumer, shutdown: &watch::Receiver<bool>) -> bool {
+        self.dirty = true;
+        if self.last.elapsed() < COMMIT_EVERY {
+            return true;
+        }
+        self.flush(consumer, shutdown).await
+    }
+
+    /// Commits whatever is pending (idle or stopping).
+    pub async fn flush(&mut self, consumer: &mut dyn Consumer, shutdown: &watch::Receiver<bool>) -> bool {
+        if !self.dirty {
+            return true;
+        }
+        let ok = commit_until_ok(consumer, shutdown).await;
+        self.dirty = !ok;
+        self.last = std::time::Instant::now();
+        ok
+    }
+}
+
 pub fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow()
 }

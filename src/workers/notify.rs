@@ -2,7 +2,7 @@
 //! when something is queued and when the next retry is due.
 
 use super::analyze::wait_stop;
-use super::{BATCH, POLL_WAIT, commit_until_ok, retry_until_ok};
+use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok};
 use crate::app::{AppState, Config, Webhook};
 use anyhow::Context;
 use iotstream_core::ports::Notifier;
@@ -45,13 +45,20 @@ async fn run_enqueue(
     shutdown: watch::Receiver<bool>,
 ) {
     let outbox = state.backends.outbox.clone();
+    let mut pacer = CommitPacer::new();
     loop {
         let batch = tokio::select! {
             b = consumer.poll(BATCH, POLL_WAIT) => b,
-            _ = wait_stop(&shutdown) => return,
+            _ = wait_stop(&shutdown) => {
+                pacer.flush(consumer.as_mut(), &shutdown).await;
+                return;
+            }
         };
         let records = match batch {
-            Ok(r) if r.is_empty() => continue,
+            Ok(r) if r.is_empty() => {
+                pacer.flush(consumer.as_mut(), &shutdown).await;
+                continue;
+            }
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "notify poll failed");
@@ -69,7 +76,7 @@ async fn run_enqueue(
             return;
         }
         state.wake_notifier();
-        if !commit_until_ok(consumer.as_mut(), &shutdown).await {
+        if !pacer.done(consumer.as_mut(), &shutdown).await {
             return;
         }
     }

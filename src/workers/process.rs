@@ -1,7 +1,7 @@
 //! process's loops: one consumer per input topic, same group; commit after the database writes.
 
 use super::analyze::wait_stop;
-use super::{BATCH, POLL_WAIT, commit_until_ok, retry_until_ok};
+use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok};
 use crate::app::AppState;
 use anyhow::Context;
 use iotstream_core::ports::Consumer;
@@ -46,13 +46,20 @@ async fn run(
         results: state.backends.results.as_ref(),
         cache: state.backends.cache.as_ref(),
     };
+    let mut pacer = CommitPacer::new();
     loop {
         let batch = tokio::select! {
             b = consumer.poll(BATCH, POLL_WAIT) => b,
-            _ = wait_stop(&shutdown) => return,
+            _ = wait_stop(&shutdown) => {
+                pacer.flush(consumer.as_mut(), &shutdown).await;
+                return;
+            }
         };
         let records = match batch {
-            Ok(r) if r.is_empty() => continue,
+            Ok(r) if r.is_empty() => {
+                pacer.flush(consumer.as_mut(), &shutdown).await;
+                continue;
+            }
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "process poll failed");
@@ -70,7 +77,7 @@ async fn run(
                 retry_until_ok("process", &shutdown, || handle_alerts(&events, &deps)).await
             }
         };
-        if !ok || !commit_until_ok(consumer.as_mut(), &shutdown).await {
+        if !ok || !pacer.done(consumer.as_mut(), &shutdown).await {
             return;
         }
     }
