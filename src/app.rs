@@ -105,10 +105,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Opens the backends named by `cfg` (see [`iotstream_backends::connect`]) and starts on them.
     pub async fn start(cfg: Config) -> anyhow::Result<Pipeline> {
         let backends = iotstream_backends::connect(&cfg.data_dir, &cfg.urls)
             .await
             .context("cannot open the backends")?;
+        Self::start_with(backends, cfg).await
+    }
+
+    /// Starts on backends that are already open (`cfg.data_dir` and `cfg.urls` are not used):
+    /// for callers that decorate the ports, e.g. tests that inject faults.
+    pub async fn start_with(backends: Backends, cfg: Config) -> anyhow::Result<Pipeline> {
         migrate(&backends).await?;
         let committer = GroupCommitter::spawn(backends.sink.clone(), 20_000);
         let ingest = iotstream_ingest::Deps {

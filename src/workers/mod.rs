@@ -91,7 +91,10 @@ pub struct CommitPacer {
 
 impl CommitPacer {
     pub fn new() -> Self {
-        CommitPacer { last: std::time::Instant::now(), dirty: false }
+        CommitPacer {
+            last: std::time::Instant::now(),
+            dirty: false,
+        }
     }
 
     /// A batch is fully handled; commit if it is time. False when shutdown interrupted it.

@@ -53,6 +53,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(data_dir: &Path, extra: &[&str], webhook: Option<&str>) -> Server {
+        Self::start_with_env(data_dir, extra, webhook, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        webhook: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.args(["up", "--listen", &format!("127.0.0.1:{port}")])
@@ -63,7 +73,8 @@ impl Server {
             .env("IOTSTREAM_LOG", "warn")
             .env("IOTSTREAM_DEVICE_RATE_LIMIT", "0")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            .envs(env.iter().copied());
         if let Some(url) = webhook {
             cmd.env("IOTSTREAM_WEBHOOK_URL", url)
                 .env("IOTSTREAM_WEBHOOK_SECRET", SECRET);
@@ -152,7 +163,10 @@ pub struct Hook {
 /// A local webhook receiver. `fail_first` makes it answer 500 to that many requests first.
 #[derive(Clone, Default)]
 pub struct Receiver {
+    /// Requests answered 2xx.
     pub hooks: Arc<Mutex<Vec<Hook>>>,
+    /// Requests answered 500 (the first `fail_first`).
+    pub failed: Arc<Mutex<Vec<Hook>>>,
     pub fail_first: Arc<Mutex<usize>>,
 }
 
@@ -174,16 +188,22 @@ impl Receiver {
     pub fn hooks(&self) -> Vec<Hook> {
         self.hooks.lock().unwrap().clone()
     }
+
+    pub fn failed(&self) -> Vec<Hook> {
+        self.failed.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the receiver, failing after `secs`.
+    pub async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&Receiver) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    {
-        let mut fail = rx.fail_first.lock().unwrap();
-        if *fail > 0 {
-            *fail -= 1;
-            return StatusCode::INTERNAL_SERVER_ERROR;
-        }
-    }
     let h = |n: &str| {
         headers
             .get(n)
@@ -192,11 +212,20 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: axum::bod
             .to_owned()
     };
     let signature_ok = h("x-iotstream-signature") == iotstream_notify::sign(SECRET.as_bytes(), &body);
-    rx.hooks.lock().unwrap().push(Hook {
+    let hook = Hook {
         event: h("x-iotstream-event"),
         delivery: h("x-iotstream-delivery"),
         signature_ok,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
+    };
+    {
+        let mut fail = rx.fail_first.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            rx.failed.lock().unwrap().push(hook);
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    rx.hooks.lock().unwrap().push(hook);
     StatusCode::NO_CONTENT
 }

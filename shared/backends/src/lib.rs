@@ -6,6 +6,8 @@
 //! * [`connect`](mod@connect): picks the engine for each port from its URL, in one place.
 //! * [`conformance`]: one behaviour suite per port, written once and run against every engine
 //!   (always compiled, so other crates and later engines can call it from their tests).
+//! * [`faults`]: [`Faults`] and the [`Faulty`] decorator, which takes a port down on demand
+//!   (fault-injection tests).
 //! * [`semantics`]: the merge/transition rules shared by all engines, as plain functions.
 
 pub mod cache;
@@ -13,6 +15,7 @@ pub mod conformance;
 pub mod connect;
 pub mod embedded;
 mod error;
+pub mod faults;
 pub mod log;
 pub mod semantics;
 mod split;
@@ -22,6 +25,7 @@ pub mod webhook;
 pub use cache::MemoryCache;
 pub use connect::{BackendUrls, Backends, connect};
 pub use embedded::{EmbeddedBus, EmbeddedResults, EmbeddedTelemetryStore};
+pub use faults::{Faults, Faulty};
 pub use log::{LogBus, LogTelemetryStore};
 pub use split::SplitSink;
 pub use webhook::{WebhookNotifier, sign_body};

@@ -2,7 +2,10 @@
 //! driven with `oneshot` requests.
 
 mod admin;
+mod dead_letters;
+mod faults;
 mod pipeline;
+mod restart;
 mod telemetry;
 
 use crate::app::{Config, Pipeline};
@@ -11,7 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use iotstream_backends::BackendUrls;
+use iotstream_backends::{BackendUrls, Backends};
 use iotstream_core::DeviceId;
 use iotstream_core::rules::Rules;
 use iotstream_core::sas::{decode_key, make_token};
@@ -22,9 +25,9 @@ use tower::ServiceExt;
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
 pub struct TestApp {
-    pub _pipeline: Pipeline,
+    pub pipeline: Pipeline,
     pub router: Router,
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub fn config(dir: &std::path::Path) -> Config {
@@ -51,9 +54,26 @@ pub async fn app_with(f: impl FnOnce(&mut Config)) -> TestApp {
     let pipeline = Pipeline::start(cfg).await.unwrap();
     let router = super::router(pipeline.state.clone());
     TestApp {
-        _pipeline: pipeline,
+        pipeline,
         router,
-        _dir: dir,
+        dir,
+    }
+}
+
+/// Starts a pipeline on the embedded backends in `dir` after `wrap` has decorated them (e.g.
+/// with `iotstream_backends::Faults`). `cfg.data_dir` must be `dir`.
+pub async fn start_in(dir: tempfile::TempDir, cfg: Config, wrap: impl FnOnce(&mut Backends)) -> TestApp {
+    assert_eq!(cfg.data_dir, dir.path());
+    let mut backends = iotstream_backends::connect(&cfg.data_dir, &cfg.urls)
+        .await
+        .unwrap();
+    wrap(&mut backends);
+    let pipeline = Pipeline::start_with(backends, cfg).await.unwrap();
+    let router = super::router(pipeline.state.clone());
+    TestApp {
+        pipeline,
+        router,
+        dir,
     }
 }
 
@@ -68,6 +88,18 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// Stops the pipeline gracefully ([`Pipeline::shutdown`]) and hands back its data directory.
+    pub async fn shutdown(self) -> tempfile::TempDir {
+        let TestApp {
+            pipeline,
+            router,
+            dir,
+        } = self;
+        drop(router);
+        pipeline.shutdown().await;
+        dir
+    }
+
     pub async fn call(&self, req: Request<Body>) -> Reply {
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
