@@ -135,7 +135,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             args.simulate, args.simulate
         );
     }
-    print_banner(&args, &cfg, generated);
+    let demo = demo_token(&pipeline.state, &cfg, &args).await?;
+    print_banner(&args, &cfg, generated, demo.as_deref());
     let router = http::router(pipeline.state.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
@@ -145,26 +146,49 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(args: &UpArgs, cfg: &app::Config, generated: bool) {
+/// The demo device of the banner: `demo-1` is provisioned on a first start (an empty registry),
+/// so the printed curl command works as is; a 24-hour token is printed while it exists.
+async fn demo_token(
+    state: &app::AppState,
+    cfg: &app::Config,
+    args: &UpArgs,
+) -> anyhow::Result<Option<String>> {
+    let registry = state.devices();
+    let id = DeviceId::parse("demo-1").expect("valid id");
+    if registry.list_devices().await?.is_empty() {
+        devices::provision(&registry, &cfg.master_key, &id).await?;
+    }
+    if registry.get_device(&id).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        devices::token(&registry, &cfg.master_key, &id, "24h", &args.listen.to_string()).await?,
+    ))
+}
+
+fn print_banner(args: &UpArgs, cfg: &app::Config, generated: bool, demo: Option<&str>) {
     let url = format!("http://{}", args.listen);
     let token = String::from_utf8_lossy(cfg.admin_token.expose());
     let dd = cfg.data_dir.display();
+    let saved = if generated {
+        " (generated, saved in the data dir)"
+    } else {
+        ""
+    };
     println!("iotstream is up at {url}  (data: {dd}, embedded defaults unless backend URLs are set)");
-    println!(
-        "admin token{}: {token}",
-        if generated {
-            " (generated, saved in the data dir)"
-        } else {
-            ""
-        }
-    );
+    println!("admin token{saved}: {token}");
     println!();
-    println!("add a device and send a reading:");
+    if let Some(sas) = demo {
+        println!("send a reading as device demo-1 (token valid 24 h):");
+        println!(
+            "  curl -i {url}/api/telemetry -H 'Authorization: {sas}' \\\n       -H 'Content-Type: application/json' -d '{{\"deviceId\":\"demo-1\",\"metrics\":{{\"temperature\":85.5}}}}'"
+        );
+        println!();
+    }
+    println!("add your own device and get a token for it:");
     println!("  iotstream devices add pump-1 --data-dir {dd}");
-    println!("  TOKEN=$(iotstream devices token pump-1 --data-dir {dd})");
-    println!(
-        "  curl -i {url}/api/telemetry -H \"Authorization: $TOKEN\" -H 'Content-Type: application/json' \\\n       -d '{{\"deviceId\":\"pump-1\",\"metrics\":{{\"temperature\":85.5}}}}'"
-    );
+    println!("  iotstream devices token pump-1 --data-dir {dd}");
+    println!("see the alerts:");
     println!("  curl -s {url}/api/alerts -H 'Authorization: Bearer {token}'");
 }
 

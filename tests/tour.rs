@@ -113,3 +113,67 @@ async fn a_reading_over_the_threshold_reaches_the_webhook_signed_and_acks_follow
         "each event once"
     );
 }
+
+/// The banner's curl command works as printed: a first start provisions `demo-1` and prints a
+/// valid token for it, plus the admin token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(bin())
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("IOTSTREAM_ADMIN_TOKEN")
+        .env("IOTSTREAM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("see the alerts") {
+            break;
+        }
+    }
+    let sas = banner
+        .split("'Authorization: ")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect(&banner);
+    let admin = banner
+        .split("admin token")
+        .nth(1)
+        .and_then(|s| s.split(": ").nth(1))
+        .map(|s| s.lines().next().unwrap().trim())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim(),
+        admin
+    );
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/api/telemetry"))
+        .header("Authorization", sas)
+        .header("Content-Type", "application/json")
+        .body(r#"{"deviceId":"demo-1","metrics":{"temperature":85.5}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{banner}");
+    let alerts = client
+        .get(format!("http://127.0.0.1:{port}/api/alerts"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alerts.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
