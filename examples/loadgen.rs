@@ -5,7 +5,7 @@
 //!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P
 //!
 //! `latency` expects the server to send webhooks to `http://127.0.0.1:P/`; it sends readings at a
-//! fixed rate, every tenth of them crossing the default `overheat` rule, and reports the time from
+//! fixed rate, one in `--hot-every` (default 100) per device crossing the default `overheat` rule, and reports the time from
 //! sending a reading to receiving its `alert.opened` webhook.
 
 use iotstream_core::DeviceId;
@@ -163,6 +163,9 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
     let rate: f64 = arg("--rate", "1000").parse().unwrap();
     let secs: u64 = arg("--seconds", "20").parse().unwrap();
     let port: u16 = arg("--webhook-port", "9000").parse().unwrap();
+    // Per device, one reading in `hot_every` crosses the threshold (opens an alert) and the next
+    // one resolves it.
+    let hot_every: u64 = arg("--hot-every", "100").parse().unwrap();
     let received: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
     let rx = received.clone();
     let app = axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
@@ -199,8 +202,7 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
         tick.tick().await;
         let (id, token) = &devs[(i as usize) % devs.len()];
         let round = i / devs.len() as u64;
-        // Per device: 9 cool readings, then one hot one (opens), then cool again (resolves).
-        let temp = if round % 10 == 9 { 90.0 } else { 60.0 };
+        let temp = if round % hot_every == hot_every - 1 { 90.0 } else { 60.0 };
         let ts = now_ms();
         if temp > 80.0 {
             let opened = iotstream_core::Ts(ts).to_rfc3339();

@@ -63,34 +63,27 @@ async fn run(mut rx: mpsc::Receiver<Job>, sink: Arc<dyn TelemetrySink>, max: usi
             }
         }
         metrics::histogram!("iotstream_ingest_group_readings").record(size as f64);
-        match write_group(&group, sink.as_ref()).await {
-            Ok(per_job) => {
-                for (job, outcome) in group.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(outcome));
+        // Move the readings out of the jobs: one batch for the sink, no copies.
+        let mut readings = Vec::with_capacity(size);
+        let mut waiting = Vec::with_capacity(group.len());
+        for job in group {
+            waiting.push((job.readings.len(), job.reply));
+            readings.extend(job.readings);
+        }
+        match sink.accept(&readings).await {
+            Ok(flags) => {
+                let mut flags = flags.into_iter();
+                for (n, reply) in waiting {
+                    let accepted = flags.by_ref().take(n).filter(|new| *new).count();
+                    let _ = reply.send(Ok(CommitOutcome { accepted, duplicates: n - accepted }));
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, readings = size, "ingest group commit failed");
-                for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
     }
-}
-
-async fn write_group(group: &[Job], sink: &dyn TelemetrySink) -> Result<Vec<CommitOutcome>, PortError> {
-    let readings: Vec<Reading> = group.iter().flat_map(|j| j.readings.iter().cloned()).collect();
-    let flags = sink.accept(&readings).await?;
-    let mut flags = flags.into_iter();
-    Ok(group
-        .iter()
-        .map(|job| {
-            let accepted = flags.by_ref().take(job.readings.len()).filter(|new| *new).count();
-            CommitOutcome {
-                accepted,
-                duplicates: job.readings.len() - accepted,
-            }
-        })
-        .collect())
 }

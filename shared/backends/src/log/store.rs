@@ -11,9 +11,30 @@ use iotstream_core::{DeviceId, PortError, Reading, Ts, topics};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+/// The keys are already 128-bit hashes: folding them to 64 bits is all the hashing a table
+/// needs (SipHash here cost a tenth of ingest's CPU at 200k readings/s).
+#[derive(Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type IdSet = HashSet<u128, std::hash::BuildHasherDefault<PreHashed>>;
+
 #[derive(Default)]
 struct Index {
-    ids: HashSet<u128>,
+    ids: IdSet,
     /// Per device: (ts, partition, byte position) of each reading.
     by_device: HashMap<DeviceId, Vec<(i64, u32, u64)>>,
 }
@@ -67,10 +88,18 @@ impl LogTelemetryStore {
 impl Index {
     fn add(&mut self, r: &Reading, partition: u32, pos: u64) {
         self.ids.insert(id_key(&r.device_id, &r.id));
-        self.by_device
-            .entry(r.device_id.clone())
-            .or_default()
-            .push((r.ts.millis(), partition, pos));
+        self.place(r, partition, pos);
+    }
+
+    /// Records where a reading is, without cloning the device id for a known device.
+    fn place(&mut self, r: &Reading, partition: u32, pos: u64) {
+        let entry = (r.ts.millis(), partition, pos);
+        match self.by_device.get_mut(&r.device_id) {
+            Some(v) => v.push(entry),
+            None => {
+                self.by_device.insert(r.device_id.clone(), vec![entry]);
+            }
+        }
     }
 }
 
@@ -78,15 +107,15 @@ impl Index {
 impl TelemetryStore for LogTelemetryStore {
     async fn put(&self, readings: &[Reading]) -> PortResult<Vec<bool>> {
         let _writer = self.write.lock().await;
+        // Claim the ids up front (one hash insert per reading, which also catches duplicates
+        // within the batch); give them back if the append fails.
         let mut fresh = Vec::with_capacity(readings.len());
         let flags: Vec<bool> = {
-            let index = self.index.lock().expect("store index");
-            let mut seen = HashSet::new();
+            let mut index = self.index.lock().expect("store index");
             readings
                 .iter()
                 .map(|r| {
-                    let k = id_key(&r.device_id, &r.id);
-                    let new = !index.ids.contains(&k) && seen.insert(k);
+                    let new = index.ids.insert(id_key(&r.device_id, &r.id));
                     if new {
                         fresh.push(r);
                     }
@@ -99,19 +128,24 @@ impl TelemetryStore for LogTelemetryStore {
         }
         let records = fresh
             .iter()
-            .map(|r| {
-                (
-                    r.device_id.as_str().as_bytes().to_vec(),
-                    serde_json::to_vec(r).expect("reading"),
-                )
-            })
+            .map(|r| (r.device_id.as_str().as_bytes().to_vec(), serde_json::to_vec(r).expect("reading")))
             .collect();
-        let placed = self.bus.append(topics::TELEMETRY, records).await?;
+        let placed = self.bus.append(topics::TELEMETRY, records).await;
         let mut index = self.index.lock().expect("store index");
-        for (r, (p, _, pos)) in fresh.iter().zip(placed) {
-            index.add(r, p as u32, pos);
+        match placed {
+            Ok(placed) => {
+                for (r, (p, _, pos)) in fresh.iter().zip(placed) {
+                    index.place(r, p as u32, pos);
+                }
+                Ok(flags)
+            }
+            Err(e) => {
+                for r in &fresh {
+                    index.ids.remove(&id_key(&r.device_id, &r.id));
+                }
+                Err(e)
+            }
         }
-        Ok(flags)
     }
 
     async fn contains(&self, keys: &[(DeviceId, String)]) -> PortResult<Vec<bool>> {
