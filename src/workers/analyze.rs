@@ -48,7 +48,7 @@ pub async fn spawn(
         let mut last = Instant::now();
         loop {
             let batch = tokio::select! {
-                b = consumer.poll(BATCH, POLL_WAIT) => b,
+                b = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::ANALYZE_LINGER) => b,
                 _ = wait_stop(&shutdown) => break,
             };
             match batch {

@@ -20,6 +20,28 @@ pub const BATCH: usize = 5_000;
 /// How long a poll waits for the first record (the bus wakes it as soon as one arrives).
 pub const POLL_WAIT: Duration = Duration::from_millis(500);
 
+/// How long analyze lets a small batch grow before evaluating it: fewer, larger batches mean
+/// fewer bus appends (disk flushes) downstream, for at most this much added alert latency.
+pub const ANALYZE_LINGER: Duration = Duration::from_millis(5);
+/// The same for process, which is off the alert path: latest state and aggregates coalesce.
+pub const PROCESS_LINGER: Duration = Duration::from_millis(50);
+
+/// Polls like `Consumer::poll`, then, if the batch is small, waits `linger` once for more
+/// (Kafka's `fetch.min.bytes` + `fetch.max.wait.ms`).
+pub async fn poll_lingering(
+    consumer: &mut dyn Consumer,
+    max: usize,
+    wait: Duration,
+    linger: Duration,
+) -> Result<Vec<iotstream_core::ports::Delivered>, PortError> {
+    let mut batch = consumer.poll(max, wait).await?;
+    if !batch.is_empty() && batch.len() < max / 2 && !linger.is_zero() {
+        tokio::time::sleep(linger).await;
+        batch.extend(consumer.poll(max - batch.len(), Duration::ZERO).await?);
+    }
+    Ok(batch)
+}
+
 pub async fn spawn_all(
     state: &Arc<AppState>,
     cfg: &Config,

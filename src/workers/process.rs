@@ -49,7 +49,7 @@ async fn run(
     let mut pacer = CommitPacer::new();
     loop {
         let batch = tokio::select! {
-            b = consumer.poll(BATCH, POLL_WAIT) => b,
+            b = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::PROCESS_LINGER) => b,
             _ = wait_stop(&shutdown) => {
                 pacer.flush(consumer.as_mut(), &shutdown).await;
                 return;

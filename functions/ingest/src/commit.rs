@@ -75,7 +75,10 @@ async fn run(mut rx: mpsc::Receiver<Job>, sink: Arc<dyn TelemetrySink>, max: usi
                 let mut flags = flags.into_iter();
                 for (n, reply) in waiting {
                     let accepted = flags.by_ref().take(n).filter(|new| *new).count();
-                    let _ = reply.send(Ok(CommitOutcome { accepted, duplicates: n - accepted }));
+                    let _ = reply.send(Ok(CommitOutcome {
+                        accepted,
+                        duplicates: n - accepted,
+                    }));
                 }
             }
             Err(e) => {

@@ -10,12 +10,13 @@
 //!   deliveries live in the outbox, so they survive restarts.
 //! - Idempotency key: the event id (`<alert id>:<kind>`): the outbox ignores an id it has seen.
 //!
-//! Known limit: deliveries go out oldest-due first, so a retried `alert.opened` can reach the
-//! receiver after the same alert's `alert.resolved`; receivers should key on `alert.id` and
-//! trust `alert.state`.
+//! Order: events of one alert that are due together go out in order, and a later one waits
+//! while an earlier one is retried; events of different alerts go out concurrently. An event
+//! queued *while* an earlier one of its alert waits for a retry can still overtake it, so
+//! receivers should trust `alert.state` and deduplicate on `X-Iotstream-Delivery`.
 
 use hmac::{Hmac, Mac};
-use iotstream_core::ports::{Delivered, Notifier, Outbox, WebhookRequest};
+use iotstream_core::ports::{Delivered, Notifier, Outbox, PendingDelivery, WebhookRequest};
 use iotstream_core::{AlertEvent, PortError, Ts};
 use sha2::Sha256;
 
@@ -109,43 +110,80 @@ pub struct Deps<'a> {
     pub policy: RetryPolicy,
 }
 
-/// Sends every delivery due at `now`, oldest first. `jitter` supplies numbers in [0, 1).
+/// Requests in flight at once.
+pub const CONCURRENCY: usize = 16;
+
+/// Sends every delivery due at `now`: events of different alerts concurrently (up to
+/// [`CONCURRENCY`]), events of one alert in order — a later event waits while an earlier one is
+/// being retried. Successes are marked delivered in one write. `jitter` yields numbers in [0, 1).
 pub async fn deliver_due(
     deps: &Deps<'_>,
     now: Ts,
     mut jitter: impl FnMut() -> f64,
 ) -> Result<Report, PortError> {
+    let mut groups: Vec<Vec<PendingDelivery>> = Vec::new();
+    for p in deps.outbox.due(now, 256).await? {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].event.alert.id == p.event.alert.id)
+        {
+            Some(g) => g.push(p),
+            None => groups.push(vec![p]),
+        }
+    }
     let mut report = Report::default();
-    for pending in deps.outbox.due(now, 256).await? {
-        let req = request(&pending.event, deps.secret);
-        match deps.notifier.send(&req).await {
-            Ok(()) => {
-                deps.outbox.mark_delivered(&pending.id, now).await?;
-                metrics::counter!("iotstream_webhook_delivered_total").increment(1);
-                report.delivered += 1;
-            }
-            Err(e) => {
-                let attempts = pending.attempts + 1;
+    let mut delivered = Vec::new();
+    for chunk in groups.chunks(CONCURRENCY) {
+        let outcomes = futures::future::join_all(chunk.iter().map(|g| send_in_order(deps, g))).await;
+        for (group, (ok, failure)) in chunk.iter().zip(outcomes) {
+            delivered.extend(group[..ok].iter().map(|p| p.id.clone()));
+            if let Some(e) = failure {
+                let failed = &group[ok];
+                let attempts = failed.attempts + 1;
                 metrics::counter!("iotstream_webhook_failures_total").increment(1);
                 if attempts >= deps.policy.max_attempts {
-                    tracing::error!(delivery = %pending.id, attempts, error = %e.message, "webhook delivery dead-lettered");
+                    tracing::error!(delivery = %failed.id, attempts, error = %e.message, "webhook delivery dead-lettered");
                     deps.outbox
-                        .dead_letter(&pending.id, attempts, &e.message, now)
+                        .dead_letter(&failed.id, attempts, &e.message, now)
                         .await?;
                     metrics::counter!("iotstream_webhook_dead_letters_total").increment(1);
                     report.dead += 1;
                 } else {
                     let at = now.plus_millis(deps.policy.delay_ms(attempts, jitter()));
-                    tracing::warn!(delivery = %pending.id, attempts, error = %e.message, "webhook delivery failed; will retry");
+                    tracing::warn!(delivery = %failed.id, attempts, error = %e.message, "webhook delivery failed; will retry");
                     deps.outbox
-                        .schedule_retry(&pending.id, attempts, at, &e.message)
+                        .schedule_retry(&failed.id, attempts, at, &e.message)
                         .await?;
+                    // Later events of the same alert wait for it, keeping their own attempt counts.
+                    for later in &group[ok + 1..] {
+                        deps.outbox
+                            .schedule_retry(
+                                &later.id,
+                                later.attempts,
+                                at,
+                                "waiting for an earlier event of this alert",
+                            )
+                            .await?;
+                    }
                     report.retried += 1;
                 }
             }
         }
     }
+    deps.outbox.mark_delivered(&delivered, now).await?;
+    metrics::counter!("iotstream_webhook_delivered_total").increment(delivered.len() as u64);
+    report.delivered = delivered.len();
     Ok(report)
+}
+
+/// Sends one alert's due events in order; returns how many succeeded and the first failure.
+async fn send_in_order(deps: &Deps<'_>, group: &[PendingDelivery]) -> (usize, Option<PortError>) {
+    for (i, p) in group.iter().enumerate() {
+        if let Err(e) = deps.notifier.send(&request(&p.event, deps.secret)).await {
+            return (i, Some(e));
+        }
+    }
+    (group.len(), None)
 }
 
 #[cfg(test)]

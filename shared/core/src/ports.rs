@@ -196,7 +196,8 @@ pub trait Outbox: Send + Sync {
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>>;
     /// When the next pending delivery is due, if any.
     async fn next_due(&self) -> PortResult<Option<Ts>>;
-    async fn mark_delivered(&self, id: &str, now: Ts) -> PortResult<()>;
+    /// Marks deliveries done, in one write (unknown or finished ids are ignored).
+    async fn mark_delivered(&self, ids: &[String], now: Ts) -> PortResult<()>;
     async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()>;
     async fn dead_letter(&self, id: &str, attempts: u32, error: &str, now: Ts) -> PortResult<()>;
     async fn dead_letters(&self, limit: usize) -> PortResult<Vec<DeadLetter>>;

@@ -84,3 +84,72 @@ async fn a_webhook_that_always_fails_gets_max_attempts_then_a_dead_letter() {
         "exactly max_attempts requests, all with the same delivery id"
     );
 }
+
+/// Events of one alert arrive in order even when the first attempt of the first one fails:
+/// the resolution waits for the opening's retry.
+#[tokio::test]
+async fn a_retried_opening_is_still_delivered_before_its_resolution() {
+    async fn flaky(State(seen): State<Received>, headers: HeaderMap) -> StatusCode {
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let mut seen = seen.lock().unwrap();
+        seen.push((h("x-iotstream-event"), h("x-iotstream-delivery")));
+        if seen.len() == 1 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::NO_CONTENT
+        }
+    }
+    let seen = Received::default();
+    let router = Router::new()
+        .route("/hook", axum::routing::post(flaky))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let app = app_with(|c| {
+        c.webhook = Some(Webhook {
+            url,
+            secret: Secret::from(b"s".to_vec()),
+        });
+        c.retry = RetryPolicy {
+            max_attempts: 5,
+            base_ms: 100,
+            max_delay_ms: 200,
+        };
+    })
+    .await;
+    let token = app.device("pump-1").await;
+    let t = crate::app::now().millis() - 10_000;
+    let body = json!([
+        {"deviceId": "pump-1", "ts": t, "metrics": {"temperature": 91.0}},
+        {"deviceId": "pump-1", "ts": t + 1000, "metrics": {"temperature": 60.0}},
+    ]);
+    assert_eq!(
+        app.post(Some(&token), "application/json", body.to_string())
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events: Vec<String> = seen.lock().unwrap().iter().map(|(e, _)| e.clone()).collect();
+    assert_eq!(
+        events,
+        vec!["alert.opened", "alert.opened", "alert.resolved"],
+        "failed, retried, then the resolution"
+    );
+}

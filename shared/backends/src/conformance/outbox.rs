@@ -100,7 +100,7 @@ pub async fn lifecycle(outbox: &dyn Outbox) {
     );
 
     outbox
-        .mark_delivered(&e1.id, Ts(T0 + 20))
+        .mark_delivered(std::slice::from_ref(&e1.id), Ts(T0 + 20))
         .await
         .expect("delivered");
     outbox
@@ -168,7 +168,7 @@ pub async fn lifecycle(outbox: &dyn Outbox) {
         )
     );
     outbox
-        .mark_delivered(&e2.id, Ts(T0 + 60))
+        .mark_delivered(std::slice::from_ref(&e2.id), Ts(T0 + 60))
         .await
         .expect("delivered");
     assert!(ours(&outbox.due(Ts(i64::MAX), 100_000).await.expect("due"), &all).is_empty());

@@ -128,7 +128,12 @@ impl TelemetryStore for LogTelemetryStore {
         }
         let records = fresh
             .iter()
-            .map(|r| (r.device_id.as_str().as_bytes().to_vec(), serde_json::to_vec(r).expect("reading")))
+            .map(|r| {
+                (
+                    r.device_id.as_str().as_bytes().to_vec(),
+                    serde_json::to_vec(r).expect("reading"),
+                )
+            })
             .collect();
         let placed = self.bus.append(topics::TELEMETRY, records).await;
         let mut index = self.index.lock().expect("store index");

@@ -92,16 +92,23 @@ impl Outbox for EmbeddedResults {
         Ok(at.map(Ts))
     }
 
-    async fn mark_delivered(&self, id: &str, now: Ts) -> PortResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'delivered', finished_at = ? WHERE id = ? AND status = 'pending'",
-        )
-        .bind(now.millis())
-        .bind(id)
-        .execute(&self.db.write)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+    async fn mark_delivered(&self, ids: &[String], now: Ts) -> PortResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "UPDATE outbox SET status = 'delivered', finished_at = ? WHERE status = 'pending' AND id IN ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(now.millis());
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 
     async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()> {
