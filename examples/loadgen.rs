@@ -190,42 +190,55 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
         .expect("webhook port");
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let devs = provision(client, url, admin, n).await;
+    let devs = Arc::new(provision(client, url, admin, n).await);
     let sent: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut i: u64 = 0;
     let ok = Arc::new(AtomicU64::new(0));
-    while Instant::now() < end {
-        tick.tick().await;
-        let (id, token) = &devs[(i as usize) % devs.len()];
-        let round = i / devs.len() as u64;
-        let temp = if round % hot_every == hot_every - 1 { 90.0 } else { 60.0 };
-        let ts = now_ms();
-        if temp > 80.0 {
-            let opened = iotstream_core::Ts(ts).to_rfc3339();
-            sent.lock().unwrap().insert(format!("{id}@{opened}"), ts);
-        }
-        let body = json!({"deviceId": id, "id": format!("l{i}"), "ts": ts, "metrics": {"temperature": temp}})
-            .to_string();
-        let (client, url, token, ok) = (client.clone(), url.to_owned(), token.clone(), ok.clone());
-        tokio::spawn(async move {
-            if let Ok(r) = client
-                .post(format!("{url}/api/telemetry"))
-                .header("Authorization", token)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                && r.status() == 202
-            {
-                ok.fetch_add(1, Ordering::Relaxed);
+    // `conns` workers, one connection each, send on a fixed schedule (open loop); a reading's
+    // `ts` is its scheduled time, so latency includes any queueing on the client side too.
+    let conns: usize = arg("--connections", "64").parse().unwrap();
+    let per_worker = rate / conns as f64;
+    let start = now_ms() + 200;
+    let total = (rate * secs as f64) as u64;
+    let mut tasks = Vec::new();
+    for w in 0..conns {
+        let (client, url, devs, sent, ok) = (client.clone(), url.to_owned(), devs.clone(), sent.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k: u64 = 0;
+            loop {
+                let i = k * conns as u64 + w as u64;
+                if i >= total {
+                    break;
+                }
+                let due = start + (k as f64 * 1000.0 / per_worker) as i64;
+                let wait = due - now_ms();
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                }
+                let (id, token) = &devs[(i as usize) % devs.len()];
+                let round = i / devs.len() as u64;
+                let temp = if round % hot_every == hot_every - 1 { 90.0 } else { 60.0 };
+                if temp > 80.0 {
+                    sent.lock().unwrap().insert(format!("{id}@{}", iotstream_core::Ts(due).to_rfc3339()), due);
+                }
+                let body = json!({"deviceId": id, "id": format!("l{i}"), "ts": due, "metrics": {"temperature": temp}}).to_string();
+                let r = client
+                    .post(format!("{url}/api/telemetry"))
+                    .header("Authorization", token)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                if matches!(r, Ok(ref r) if r.status() == 202) {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                k += 1;
             }
-        });
-        i += 1;
+        }));
     }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let i = total;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let sent = sent.lock().unwrap();
     let got = received.lock().unwrap();
