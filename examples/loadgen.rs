@@ -201,7 +201,13 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
     let total = (rate * secs as f64) as u64;
     let mut tasks = Vec::new();
     for w in 0..conns {
-        let (client, url, devs, sent, ok) = (client.clone(), url.to_owned(), devs.clone(), sent.clone(), ok.clone());
+        let (client, url, devs, sent, ok) = (
+            client.clone(),
+            url.to_owned(),
+            devs.clone(),
+            sent.clone(),
+            ok.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut k: u64 = 0;
             loop {
