@@ -215,13 +215,13 @@ async fn shutdown_signal() {
 
 async fn devices_cmd(cmd: DevicesCommand) -> anyhow::Result<()> {
     let state = cmd.state().clone();
-    let backends = iotstream_backends::connect(&state.data_dir, &urls(&state)).await?;
+    let registry = iotstream_backends::connect_registry(&state.data_dir, &urls(&state)).await?;
     let master = secrets::master_key(&state.data_dir)?;
     let parse = |id: &str| DeviceId::parse(id).map_err(|m| anyhow::anyhow!("invalid device id {id:?}: {m}"));
     match cmd {
         DevicesCommand::Add { id, json, .. } => {
             let id = parse(&id)?;
-            let Some(p) = devices::provision(&backends.devices, &master, &id).await? else {
+            let Some(p) = devices::provision(&registry, &master, &id).await? else {
                 bail!("device {id} already exists (use `devices token {id}` for a token)")
             };
             if json {
@@ -231,7 +231,7 @@ async fn devices_cmd(cmd: DevicesCommand) -> anyhow::Result<()> {
             }
         }
         DevicesCommand::List { json, .. } => {
-            let list = backends.devices.list_devices().await?;
+            let list = registry.list_devices().await?;
             if json {
                 println!("{}", serde_json::to_string(&list)?);
             } else if list.is_empty() {
@@ -244,17 +244,14 @@ async fn devices_cmd(cmd: DevicesCommand) -> anyhow::Result<()> {
         }
         DevicesCommand::Remove { id, .. } => {
             let id = parse(&id)?;
-            if !backends.devices.remove_device(&id).await? {
+            if !registry.remove_device(&id).await? {
                 bail!("no device {id}");
             }
             println!("removed {id}");
         }
         DevicesCommand::Token { id, ttl, host, .. } => {
             let id = parse(&id)?;
-            println!(
-                "{}",
-                devices::token(&backends.devices, &master, &id, &ttl, &host).await?
-            );
+            println!("{}", devices::token(&registry, &master, &id, &ttl, &host).await?);
         }
     }
     Ok(())

@@ -177,3 +177,18 @@ async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// While `up` owns the data directory, `migrate` refuses with a clear error, and device
+/// commands keep working.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_refuses_a_data_dir_in_use_and_devices_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start(dir.path(), &[], None).await;
+    let (ok, _, err) = cli(dir.path(), &["migrate"]);
+    assert!(
+        !ok && err.contains("in use by another iotstream process"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(dir.path(), &["devices", "add", "pump-9", "--json"]);
+    assert!(ok && out.contains("pump-9"), "{err}");
+}

@@ -47,10 +47,10 @@ pub async fn spawn(
         let mut dirty = false;
         let mut last = Instant::now();
         loop {
-            let batch = tokio::select! {
-                b = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::ANALYZE_LINGER) => b,
-                _ = wait_stop(&shutdown) => break,
-            };
+            // Never cancelled mid-poll: records it returns are always handled, then shutdown is
+            // checked between batches.
+            let batch =
+                super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::ANALYZE_LINGER).await;
             match batch {
                 Ok(records) if !records.is_empty() => {
                     let out = evaluate(&Input::decode(&records), &mut engine);

@@ -37,7 +37,10 @@ pub async fn poll_lingering(
     let mut batch = consumer.poll(max, wait).await?;
     if !batch.is_empty() && batch.len() < max / 2 && !linger.is_zero() {
         tokio::time::sleep(linger).await;
-        batch.extend(consumer.poll(max - batch.len(), Duration::ZERO).await?);
+        // The first part is already taken from the consumer: never drop it for a failed top-up.
+        if let Ok(more) = consumer.poll(max - batch.len(), Duration::ZERO).await {
+            batch.extend(more);
+        }
     }
     Ok(batch)
 }

@@ -47,13 +47,12 @@ async fn run_enqueue(
     let outbox = state.backends.outbox.clone();
     let mut pacer = CommitPacer::new();
     loop {
-        let batch = tokio::select! {
-            b = consumer.poll(BATCH, POLL_WAIT) => b,
-            _ = wait_stop(&shutdown) => {
-                pacer.flush(consumer.as_mut(), &shutdown).await;
-                return;
-            }
-        };
+        if super::stopping(&shutdown) {
+            pacer.flush(consumer.as_mut(), &shutdown).await;
+            return;
+        }
+        // Never cancelled mid-poll: records it returns are always queued before shutdown.
+        let batch = consumer.poll(BATCH, POLL_WAIT).await;
         let records = match batch {
             Ok(r) if r.is_empty() => {
                 pacer.flush(consumer.as_mut(), &shutdown).await;
@@ -98,15 +97,24 @@ async fn run_delivery(
     };
     let jitter = rand::random::<f64>;
     loop {
-        if let Err(e) = iotstream_notify::deliver_due(&deps, crate::app::now(), jitter).await {
-            tracing::warn!(error = %e, "outbox unavailable");
+        if super::stopping(&shutdown) {
+            return;
         }
-        let now = crate::app::now();
-        let wait = match outbox.next_due().await {
-            Ok(Some(t)) if t <= now => continue,
-            Ok(Some(t)) => Duration::from_millis((t.millis() - now.millis()).min(60_000) as u64),
-            Ok(None) => Duration::from_secs(60),
-            Err(_) => Duration::from_secs(1),
+        let wait = match iotstream_notify::deliver_due(&deps, crate::app::now(), jitter).await {
+            // Back off instead of spinning while the outbox fails.
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox unavailable");
+                Duration::from_secs(1)
+            }
+            Ok(_) => {
+                let now = crate::app::now();
+                match outbox.next_due().await {
+                    Ok(Some(t)) if t <= now => continue,
+                    Ok(Some(t)) => Duration::from_millis((t.millis() - now.millis()).min(60_000) as u64),
+                    Ok(None) => Duration::from_secs(60),
+                    Err(_) => Duration::from_secs(1),
+                }
+            }
         };
         tokio::select! {
             _ = state.notify_wake.notified() => {}

@@ -1,7 +1,6 @@
 //! process's loops: one consumer per input topic, same group; commit after the database writes.
 
-use super::analyze::wait_stop;
-use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok};
+use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok, stopping};
 use crate::app::AppState;
 use anyhow::Context;
 use iotstream_core::ports::Consumer;
@@ -48,13 +47,12 @@ async fn run(
     };
     let mut pacer = CommitPacer::new();
     loop {
-        let batch = tokio::select! {
-            b = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::PROCESS_LINGER) => b,
-            _ = wait_stop(&shutdown) => {
-                pacer.flush(consumer.as_mut(), &shutdown).await;
-                return;
-            }
-        };
+        if stopping(&shutdown) {
+            pacer.flush(consumer.as_mut(), &shutdown).await;
+            return;
+        }
+        // Never cancelled mid-poll: records it returns are always handled before shutdown.
+        let batch = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::PROCESS_LINGER).await;
         let records = match batch {
             Ok(r) if r.is_empty() => {
                 pacer.flush(consumer.as_mut(), &shutdown).await;

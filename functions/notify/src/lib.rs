@@ -132,8 +132,9 @@ pub async fn deliver_due(
         }
     }
     let mut report = Report::default();
-    let mut delivered = Vec::new();
     for chunk in groups.chunks(CONCURRENCY) {
+        // Marked per chunk, so a crash re-sends at most one chunk's deliveries.
+        let mut delivered = Vec::new();
         let outcomes = futures::future::join_all(chunk.iter().map(|g| send_in_order(deps, g))).await;
         for (group, (ok, failure)) in chunk.iter().zip(outcomes) {
             delivered.extend(group[..ok].iter().map(|p| p.id.clone()));
@@ -169,10 +170,10 @@ pub async fn deliver_due(
                 }
             }
         }
+        deps.outbox.mark_delivered(&delivered, now).await?;
+        metrics::counter!("iotstream_webhook_delivered_total").increment(delivered.len() as u64);
+        report.delivered += delivered.len();
     }
-    deps.outbox.mark_delivered(&delivered, now).await?;
-    metrics::counter!("iotstream_webhook_delivered_total").increment(delivered.len() as u64);
-    report.delivered = delivered.len();
     Ok(report)
 }
 

@@ -117,6 +117,23 @@ fn accepted_list(accepted: &[Engine]) -> String {
     names.join(", ")
 }
 
+/// Opens only the device registry: what `iotstream devices ...` needs, safe while `up` runs
+/// (the embedded registry is a SQLite database shared between processes).
+pub async fn connect_registry(
+    data_dir: &Path,
+    urls: &BackendUrls,
+) -> Result<Arc<dyn DeviceRegistry>, PortError> {
+    use Engine::*;
+    engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        PortError::unavailable(format!(
+            "cannot create data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    Ok(Arc::new(EmbeddedResults::open(data_dir).await?))
+}
+
 /// Opens every port: embedded engines live under `data_dir` (created if missing).
 pub async fn connect(data_dir: &Path, urls: &BackendUrls) -> Result<Backends, PortError> {
     use Engine::*;

@@ -23,7 +23,7 @@ mod sqlite;
 pub mod webhook;
 
 pub use cache::MemoryCache;
-pub use connect::{BackendUrls, Backends, connect};
+pub use connect::{BackendUrls, Backends, connect, connect_registry};
 pub use embedded::{EmbeddedBus, EmbeddedResults, EmbeddedTelemetryStore};
 pub use faults::{Faults, Faulty};
 pub use log::{LogBus, LogTelemetryStore};

@@ -337,3 +337,19 @@ async fn invalid_names_and_seeks_are_rejected() {
     assert_eq!(err.kind, PortErrorKind::Invalid);
     assert_eq!(c.positions().len(), 2);
 }
+
+/// One process owns a log directory: a second opener gets a clear error instead of racing the
+/// writer (and possibly cutting frames it is about to acknowledge).
+#[tokio::test]
+async fn a_log_directory_has_one_owner() {
+    let dir = TempDir::new().unwrap();
+    let first = LogBus::open(dir.path()).unwrap();
+    let err = LogBus::open(dir.path()).err().expect("second owner refused");
+    assert_eq!(err.kind, PortErrorKind::Unavailable);
+    assert!(
+        err.message.contains("in use by another iotstream process"),
+        "{err}"
+    );
+    drop(first);
+    LogBus::open(dir.path()).expect("free again once the owner is gone");
+}

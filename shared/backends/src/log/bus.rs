@@ -24,6 +24,9 @@ pub(super) struct Topic {
 
 #[derive(Clone)]
 pub struct LogBus {
+    /// Held for the bus's life: one process owns a log directory (a second writer, or a reader
+    /// recovering a torn tail, would corrupt it).
+    _lock: Arc<std::fs::File>,
     dir: PathBuf,
     default_partitions: u32,
     topics: Arc<RwLock<HashMap<String, Arc<Topic>>>>,
@@ -69,7 +72,22 @@ impl LogBus {
     pub fn open_with_partitions(data_dir: &Path, partitions: u32) -> PortResult<LogBus> {
         let dir = data_dir.join("log");
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open", &lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(PortError::unavailable(format!(
+                "the embedded log in {} is in use by another iotstream process; stop it first \
+                 (devices can be managed while it runs: `iotstream devices ...` or the admin API)",
+                dir.display()
+            )));
+        }
         Ok(LogBus {
+            _lock: Arc::new(lock),
             dir,
             default_partitions: partitions.max(1),
             topics: Arc::default(),

@@ -223,3 +223,31 @@ proptest! {
         prop_assert_eq!(a.snapshot().len(), b.snapshot().len());
     }
 }
+
+/// Readings without `ts` all take the server time; two episodes at one timestamp are still two
+/// alerts.
+#[test]
+fn two_episodes_at_the_same_timestamp_are_two_alerts() {
+    let rules = Rules::from_toml("[[rules]]\nname='hot'\nmetric='temperature'\nabove=80.0\n").unwrap();
+    let mut e = Engine::new(rules);
+    let mk = |v: f64, msg: &str| {
+        let device_id = DeviceId::parse("d").unwrap();
+        let metrics = BTreeMap::from([("temperature".to_owned(), v)]);
+        Reading {
+            id: reading_key(&device_id, Some(msg), Ts(5), &metrics),
+            device_id,
+            ts: Ts(5),
+            metrics,
+            message_id: Some(msg.into()),
+        }
+    };
+    let out = e.process(&[mk(91.0, "a"), mk(70.0, "b"), mk(91.0, "c")]);
+    let opened: Vec<&str> = out
+        .alerts
+        .iter()
+        .filter(|a| a.event == AlertEventKind::Opened)
+        .map(|a| a.alert.id.as_str())
+        .collect();
+    assert_eq!(opened.len(), 2);
+    assert_ne!(opened[0], opened[1]);
+}

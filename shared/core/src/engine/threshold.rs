@@ -98,7 +98,7 @@ fn open(rule: &ThresholdRule, reading: &Reading, value: f64, since: Ts) -> Alert
         fmt_num(rule.clear)
     );
     Alert {
-        id: alert_id(device.as_str(), &rule.name, reading.ts),
+        id: alert_id(device.as_str(), &rule.name, &reading.id),
         device_id: device.clone(),
         rule: rule.name.clone(),
         severity: rule.severity,
@@ -114,14 +114,15 @@ fn open(rule: &ThresholdRule, reading: &Reading, value: f64, since: Ts) -> Alert
     }
 }
 
-/// Deterministic alert id: the same input always opens the same alert id.
-pub fn alert_id(device: &str, rule: &str, opened_at: Ts) -> String {
+/// Deterministic alert id from the reading that opened it: the same input always opens the
+/// same alert id, and two episodes never share one (even with equal timestamps).
+pub fn alert_id(device: &str, rule: &str, opening_reading: &str) -> String {
     let mut h = Sha256::new();
     h.update(device.as_bytes());
     h.update([0]);
     h.update(rule.as_bytes());
     h.update([0]);
-    h.update(opened_at.millis().to_be_bytes());
+    h.update(opening_reading.as_bytes());
     crate::reading::hex(&h.finalize()[..12])
 }
 
