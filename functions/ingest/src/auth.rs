@@ -11,6 +11,15 @@ use std::sync::{Arc, Mutex};
 /// device takes effect within this time on every running ingest.
 pub const KEY_CACHE_MS: i64 = 5_000;
 
+/// Why a device's key could not be checked.
+#[derive(Debug)]
+pub enum KeyError {
+    /// The token is not valid (401).
+    Auth(AuthError),
+    /// The registry could not be asked (503).
+    Unavailable(iotstream_core::PortError),
+}
+
 pub struct DeviceKeys {
     registry: Arc<dyn DeviceRegistry>,
     master: Vec<u8>,
@@ -27,28 +36,29 @@ impl DeviceKeys {
     }
 
     /// Checks the token against the device's current key.
-    pub async fn verify(&self, token: &SasToken, now: Ts) -> Result<(), AuthError> {
+    pub async fn verify(&self, token: &SasToken, now: Ts) -> Result<(), KeyError> {
         let key = self.key(&token.device_id, now).await?;
-        token.verify(&key, now.millis().div_euclid(1000))
+        token
+            .verify(&key, now.millis().div_euclid(1000))
+            .map_err(KeyError::Auth)
     }
 
-    async fn key(&self, device: &DeviceId, now: Ts) -> Result<[u8; 32], AuthError> {
+    async fn key(&self, device: &DeviceId, now: Ts) -> Result<[u8; 32], KeyError> {
         if let Some((key, at)) = self.cache.lock().expect("key cache").get(device)
             && now.millis() - at.millis() < KEY_CACHE_MS
         {
             return Ok(*key);
         }
-        // A registry outage must not let anyone in; it looks like an unknown device to the
-        // caller, and is logged for the operator.
+        // A registry outage lets no one in and is not the device's fault: 503, retry later.
         let record = match self.registry.get_device(device).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.cache.lock().expect("key cache").remove(device);
-                return Err(AuthError::UnknownDevice);
+                return Err(KeyError::Auth(AuthError::UnknownDevice));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "device registry unavailable");
-                return Err(AuthError::UnknownDevice);
+                return Err(KeyError::Unavailable(e));
             }
         };
         let key = derive_device_key(&self.master, device, record.generation);

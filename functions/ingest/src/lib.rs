@@ -11,7 +11,7 @@
 //!
 //! Many concurrent requests share one durable write through the [`GroupCommitter`].
 
-mod auth;
+pub mod auth;
 mod commit;
 mod ratelimit;
 
@@ -95,8 +95,8 @@ impl IngestError {
         match self {
             IngestError::Unauthorized(AuthError::Missing) => "missing_token",
             IngestError::Unauthorized(AuthError::Expired) => "token_expired",
-            IngestError::Unauthorized(AuthError::BadSignature) => "bad_signature",
-            IngestError::Unauthorized(AuthError::UnknownDevice) => "unknown_device",
+            // One code for both, so callers cannot probe which device ids exist.
+            IngestError::Unauthorized(AuthError::BadSignature | AuthError::UnknownDevice) => "invalid_token",
             IngestError::Unauthorized(AuthError::Malformed(_)) => "malformed_token",
             IngestError::Forbidden { .. } => "device_mismatch",
             IngestError::BodyTooLarge { .. } => "body_too_large",
@@ -130,7 +130,11 @@ impl IngestError {
 /// Authenticates, parses, validates and durably accepts one request.
 pub async fn handle(input: Input, deps: &Deps, now: Ts) -> Result<Output, IngestError> {
     let token = SasToken::parse(input.authorization.as_deref().unwrap_or(""))?;
-    deps.keys.verify(&token, now).await?;
+    match deps.keys.verify(&token, now).await {
+        Ok(()) => {}
+        Err(auth::KeyError::Auth(e)) => return Err(e.into()),
+        Err(auth::KeyError::Unavailable(e)) => return Err(IngestError::Unavailable(e)),
+    }
     if !deps.limiter.allow(token.device_id.as_str(), now) {
         metrics::counter!("iotstream_ingest_rejected_total", "reason" => "rate_limited").increment(1);
         return Err(IngestError::RateLimited { retry_after_secs: 1 });

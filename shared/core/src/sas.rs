@@ -23,9 +23,10 @@ pub enum AuthError {
     Malformed(&'static str),
     #[error("SAS token expired")]
     Expired,
-    #[error("SAS token signature does not match the device key")]
+    #[error("the SAS token is not valid for this device")]
     BadSignature,
-    #[error("unknown device")]
+    /// Deliberately indistinguishable from a bad signature for the caller.
+    #[error("the SAS token is not valid for this device")]
     UnknownDevice,
 }
 

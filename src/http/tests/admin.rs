@@ -86,7 +86,7 @@ async fn devices_are_added_listed_and_removed_and_a_removed_key_stops_working() 
     assert_error(
         &app.post(Some(&stale), "application/json", body).await,
         StatusCode::UNAUTHORIZED,
-        "bad_signature",
+        "invalid_token",
     );
 }
 

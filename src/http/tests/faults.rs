@@ -95,3 +95,18 @@ async fn the_query_api_answers_503_while_the_results_store_is_down_and_catches_u
         "process retried the batch once the store was back"
     );
 }
+
+/// A device registry that cannot be asked is the server's problem, not the device's: 503, so
+/// SDKs retry instead of treating their credentials as bad.
+#[tokio::test]
+async fn a_registry_outage_is_503_not_401() {
+    let (app, registry_down) = app_with_fault(|b, f| b.devices = f.wrap(b.devices.clone())).await;
+    let token = app.device("pump-1").await; // never used yet: its key is not cached
+    registry_down.set_down(true);
+    let body = json!({"deviceId": "pump-1", "metrics": {"temperature": 20.5}}).to_string();
+    let r = app.post(Some(&token), "application/json", body.clone()).await;
+    assert_unavailable(&r);
+    registry_down.set_down(false);
+    let r = app.post(Some(&token), "application/json", body).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
+}

@@ -82,7 +82,7 @@ async fn bad_tokens_get_401_and_say_why() {
     assert_eq!(r.headers["www-authenticate"], "SharedAccessSignature");
     let tampered = token.replace("&se=", "&se=1");
     let r = app.post(Some(&tampered), "application/json", body.clone()).await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "bad_signature");
+    assert_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
 
     let key = decode_key(
         app.admin("POST", "/api/devices", Some(json!({"deviceId": "old"})))
@@ -110,7 +110,7 @@ async fn bad_tokens_get_401_and_say_why() {
     assert_error(
         &app.post(Some(&ghost), "application/json", body_ghost).await,
         StatusCode::UNAUTHORIZED,
-        "unknown_device",
+        "invalid_token",
     );
 }
 

@@ -9,7 +9,6 @@
 
 use iotstream_core::PortError;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,10 +55,13 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> PortError {
 impl PartitionLog {
     /// Opens (or creates) the file, recovering from a torn tail.
     pub fn open(path: &Path) -> Result<PartitionLog, PortError> {
+        // Positional writes at the durable end (not O_APPEND): a failed, partial write is simply
+        // overwritten by the next append, never left between acknowledged frames.
         let file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
-            .append(true)
+            .write(true)
             .open(path)
             .map_err(|e| io_err("cannot open", path, e))?;
         let reader = file.try_clone().map_err(|e| io_err("cannot open", path, e))?;
@@ -137,10 +139,9 @@ impl PartitionLog {
             pos += (buf.len() - start) as u64;
             offset += 1;
         }
-        let written = w.file.write_all(&buf).and_then(|_| w.file.sync_data());
+        let written = w.file.write_all_at(&buf, w.end).and_then(|_| w.file.sync_data());
         if let Err(e) = written {
-            // Leave no half-written batch behind: cut back to the last durable end.
-            let _ = w.file.set_len(w.end);
+            // Nothing advances: the next append overwrites whatever part of this one landed.
             return Err(io_err("cannot append to", &self.path, e));
         }
         w.next_offset = offset;
@@ -268,6 +269,7 @@ fn read_frames(file: &File, pos: u64, end: u64, chunk: usize, buf: &mut Vec<u8>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn appends_read_back_in_order_and_survive_reopen() {
