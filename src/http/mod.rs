@@ -35,6 +35,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(admin)
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .with_state(state)
 }
 
@@ -69,11 +76,15 @@ async fn telemetry(
     {
         return Err(iotstream_ingest::IngestError::BodyTooLarge { size: len, limit }.into());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::from(iotstream_ingest::IngestError::BodyTooLarge {
-            size: limit + 1,
-            limit,
-        })
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::from(iotstream_ingest::IngestError::BodyTooLarge {
+                size: limit + 1,
+                limit,
+            })
+        } else {
+            ApiError::bad_request("malformed_body", "the request body could not be read")
+        }
     })?;
     let input = iotstream_ingest::Input {
         authorization,
@@ -82,6 +93,18 @@ async fn telemetry(
     };
     let out = iotstream_ingest::handle(input, &state.ingest, now()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(out)).into_response())
+}
+
+/// True when reading a body failed because it was over the limit (not a broken connection).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -4,6 +4,7 @@ use super::error::ApiError;
 use super::now;
 use crate::app::AppState;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use iotstream_core::ports::{AckOutcome, DeviceRecord};
 use iotstream_core::ts::parse_duration_ms;
@@ -67,6 +68,14 @@ pub async fn list_devices(State(state): State<Arc<AppState>>) -> Result<Json<Val
     Ok(Json(json!({ "devices": items })))
 }
 
+/// A query string that does not fit (e.g. `limit=-1`): the contract's error body, not axum's text.
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("invalid query string: {}", e.body_text()),
+    )
+}
+
 fn parse_device(id: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(id).map_err(|_| ApiError::not_found(format!("no device {id}")))
 }
@@ -111,8 +120,9 @@ fn parse_time(field: &str, s: &str) -> Result<Ts, FieldError> {
 pub async fn series(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(q): Query<SeriesQuery>,
+    q: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let id = parse_device(&id)?;
     let mut errors = Vec::new();
     let metric = q.metric.unwrap_or_default();
@@ -159,7 +169,7 @@ pub async fn series(
     if errors.is_empty() && from >= to {
         errors.push(FieldError::new("from", "must be before to"));
     }
-    if errors.is_empty() && (to.millis() - from.millis()) / step > MAX_BUCKETS {
+    if errors.is_empty() && to.millis().saturating_sub(from.millis()) / step > MAX_BUCKETS {
         errors.push(FieldError::new(
             "step",
             format!("asks for more than {MAX_BUCKETS} buckets; use a larger step"),
@@ -190,8 +200,9 @@ pub struct ReadingsQuery {
 pub async fn readings(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(q): Query<ReadingsQuery>,
+    q: Result<Query<ReadingsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let id = parse_device(&id)?;
     let mut errors = Vec::new();
     let mut time = |field: &str, v: Option<&str>, default: Ts| match v.map(|s| parse_time(field, s)) {
@@ -222,8 +233,9 @@ pub struct AlertsQuery {
 
 pub async fn alerts(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<AlertsQuery>,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let filter = match q.state.as_deref() {
         None => None,
         Some(s) => Some(AlertState::parse(s).ok_or_else(|| {

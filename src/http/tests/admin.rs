@@ -155,3 +155,46 @@ async fn metrics_are_prometheus_text() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn bad_query_strings_and_wrong_methods_get_the_contract_error_body() {
+    let app = app().await;
+    let r = app.admin("GET", "/api/alerts?limit=-1", None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_query");
+    let r = app.admin("GET", "/api/devices/x/readings?limit=lots", None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_query");
+    let r = app
+        .call(
+            Request::builder()
+                .uri("/api/telemetry")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+/// A chunked body (no Content-Length) over the limit is still a 413 with the contract body.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    let app = app().await;
+    let token = app.device("pump-1").await;
+    let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+    let stream = futures_stream(chunk, 20);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/telemetry")
+        .header("authorization", token)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let r = app.call(req).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+}
+
+fn futures_stream(
+    chunk: bytes::Bytes,
+    n: usize,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures::stream::iter((0..n).map(move |_| Ok(chunk.clone())))
+}
