@@ -38,13 +38,15 @@ pub fn sign_body(secret: &[u8], body: &[u8]) -> String {
 
 /// Posts webhook requests to one URL.
 ///
-/// Outcome mapping (the notify function retries retryable kinds and dead-letters the rest):
+/// Outcome mapping. The kinds say what the response means; the notify function still retries
+/// every failure until its attempts run out (CONTRACT §4: any non-2xx is retried), then
+/// dead-letters it:
 ///
 /// | response                                   | result                           |
 /// |--------------------------------------------|----------------------------------|
 /// | 2xx                                        | `Ok`                             |
 /// | 5xx, 408 Request Timeout, 425, 429         | `Unavailable` (retry later)      |
-/// | other 4xx (400, 401, 403, 404, 410, 422…)  | `Invalid` (dead letter: the same signed request would be refused again) |
+/// | other 4xx (400, 401, 403, 404, 410, 422…)  | `Invalid` (the endpoint refuses it; retried anyway) |
 /// | 1xx, 3xx                                   | `Invalid` (fix the URL)          |
 /// | timeout                                    | `Timeout` (retry later)          |
 /// | connection refused/reset, DNS, TLS         | `Unavailable` (retry later)      |

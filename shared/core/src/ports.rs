@@ -192,7 +192,8 @@ pub struct DeadLetter {
 pub trait Outbox: Send + Sync {
     /// Queues events, ignoring ids already queued or delivered. Returns how many were new.
     async fn enqueue(&self, events: &[AlertEvent], now: Ts) -> PortResult<usize>;
-    /// Deliveries due at `now`, oldest first.
+    /// Deliveries due at `now`, by due time, then in the order they were queued (so the events
+    /// of one alert keep their order).
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>>;
     /// When the next pending delivery is due, if any.
     async fn next_due(&self) -> PortResult<Option<Ts>>;

@@ -57,8 +57,8 @@ pub async fn lifecycle(outbox: &dyn Outbox) {
     let due_ids: Vec<&str> = ours(&due, &all).iter().map(|p| p.id.as_str()).collect();
     assert_eq!(
         due_ids,
-        [&e2.id, &e3.id, &e1.id, &e4.id],
-        "by next_attempt_at, then id"
+        [&e1.id, &e2.id, &e3.id, &e4.id],
+        "by next_attempt_at, then the order they were queued in (so one alert's events keep their order)"
     );
     let p1 = ours(&due, &[&e1])[0];
     assert_eq!(
@@ -85,12 +85,12 @@ pub async fn lifecycle(outbox: &dyn Outbox) {
     let due_ids: Vec<&str> = ours(&due, &all).iter().map(|p| p.id.as_str()).collect();
     assert_eq!(
         due_ids,
-        [&e3.id, &e1.id, &e4.id],
+        [&e1.id, &e3.id, &e4.id],
         "a retry is not due before its time"
     );
     let due = outbox.due(Ts(T0 + 5_000), 100_000).await.expect("due");
     let due_ids: Vec<&str> = ours(&due, &all).iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(due_ids, [&e3.id, &e1.id, &e4.id, &e2.id]);
+    assert_eq!(due_ids, [&e1.id, &e3.id, &e4.id, &e2.id]);
     let p2 = ours(&due, &[&e2])[0];
     assert_eq!((p2.attempts, p2.next_attempt_at), (1, Ts(T0 + 5_000)));
     assert_eq!(

@@ -1,15 +1,16 @@
-//! The embedded engines: everything in one process and a few SQLite files under a data
-//! directory, with the same semantics as the production engines (see each engine's docs).
+//! SQLite engines.
 //!
-//! | file            | engine                    | stands in for |
-//! |-----------------|---------------------------|---------------|
-//! | `bus.db`        | [`EmbeddedBus`]           | Kafka         |
-//! | `telemetry.db`  | [`EmbeddedTelemetryStore`]| Cosmos DB     |
-//! | `results.db`    | [`EmbeddedResults`]       | PostgreSQL    |
-//! | (memory)        | [`crate::MemoryCache`]    | Redis         |
+//! | file            | engine                    | role |
+//! |-----------------|---------------------------|------|
+//! | `results.db`    | [`EmbeddedResults`]       | the embedded PostgreSQL: devices, results, outbox, checkpoints |
+//! | `bus.db`        | [`EmbeddedBus`]           | a second, SQLite implementation of the bus port |
+//! | `telemetry.db`  | [`EmbeddedTelemetryStore`]| a second, SQLite implementation of the store port |
 //!
-//! One file per concern, so that ingest (telemetry + bus) and the consumers (results) do not
-//! queue on one SQLite write lock.
+//! `connect` uses `EmbeddedResults`; the embedded bus and telemetry store are the partition
+//! log (`crate::log`), which is several times faster on the ingest path. The SQLite bus and
+//! store stay as an independent second implementation of those ports (multi-process safe,
+//! slower): the conformance suites and `SplitSink` (the Kafka + Cosmos DB write path) are
+//! proven against them until the real engines land.
 
 mod bus;
 mod consumer;

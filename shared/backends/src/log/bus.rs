@@ -13,7 +13,8 @@ use tokio::sync::watch;
 /// Partitions of a new topic. One process consumes them all, so one partition per topic keeps
 /// one flush per append; more exist for Kafka parity and tests.
 pub const DEFAULT_PARTITIONS: u32 = 1;
-/// How often a waiting consumer re-checks for records appended by another process.
+/// How often a waiting consumer re-checks the durable end, as a safety net for a missed wake-up
+/// (only the owning process appends; see [`LogBus::open`]).
 const RECHECK: Duration = Duration::from_millis(50);
 
 pub(super) struct Topic {

@@ -64,7 +64,7 @@ impl Outbox for EmbeddedResults {
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>> {
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT id, body, attempts, next_attempt_at FROM outbox \
-             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+             WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, rowid LIMIT ?",
         )
         .bind(now.millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
