@@ -10,7 +10,7 @@
 //! append both stores and publishes a reading, atomically, and the store answers `contains` and
 //! `range` from an in-memory index rebuilt from the log at start.
 //!
-//! Limits: the index costs about 40 bytes of memory per stored reading, and logs grow until
+//! Limits: the index costs about 80 bytes of resident memory per stored reading, and logs grow until
 //! retention trims them (not yet implemented: plan disk for what you keep, or use Kafka and
 //! Cosmos DB, which is what they are for).
 
