@@ -213,6 +213,29 @@ impl<T: ResultsStore + ?Sized> ResultsStore for Faulty<T> {
     }
 }
 
+#[async_trait]
+impl<T: DeviceRegistry + ?Sized> DeviceRegistry for Faulty<T> {
+    async fn add_device(&self, device: &DeviceId, now: Ts) -> PortResult<Option<DeviceRecord>> {
+        self.faults.check("device registry")?;
+        self.inner.add_device(device, now).await
+    }
+
+    async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>> {
+        self.faults.check("device registry")?;
+        self.inner.get_device(device).await
+    }
+
+    async fn list_devices(&self) -> PortResult<Vec<DeviceRecord>> {
+        self.faults.check("device registry")?;
+        self.inner.list_devices().await
+    }
+
+    async fn remove_device(&self, device: &DeviceId) -> PortResult<bool> {
+        self.faults.check("device registry")?;
+        self.inner.remove_device(device).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,28 +283,5 @@ mod tests {
         faults.set_down(false);
         assert!(consumer.poll(1, Duration::from_millis(1)).await.is_ok());
         assert_eq!(results.latest(&device).await.unwrap(), None);
-    }
-}
-
-#[async_trait]
-impl<T: DeviceRegistry + ?Sized> DeviceRegistry for Faulty<T> {
-    async fn add_device(&self, device: &DeviceId, now: Ts) -> PortResult<Option<DeviceRecord>> {
-        self.faults.check("device registry")?;
-        self.inner.add_device(device, now).await
-    }
-
-    async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>> {
-        self.faults.check("device registry")?;
-        self.inner.get_device(device).await
-    }
-
-    async fn list_devices(&self) -> PortResult<Vec<DeviceRecord>> {
-        self.faults.check("device registry")?;
-        self.inner.list_devices().await
-    }
-
-    async fn remove_device(&self, device: &DeviceId) -> PortResult<bool> {
-        self.faults.check("device registry")?;
-        self.inner.remove_device(device).await
     }
 }
