@@ -84,7 +84,21 @@ impl PartitionLog {
             }
         }
         if pos < len {
-            tracing::warn!(path = %path.display(), dropped_bytes = len - pos, "cutting a torn tail from the log");
+            // Usually the torn tail of a write that was never acknowledged; but a damaged frame
+            // mid-file would cut acknowledged ones too, so the cut bytes are kept aside, never
+            // silently dropped.
+            let aside = path.with_extension(format!("log.cut-at-{pos}"));
+            let mut rest = vec![0u8; (len - pos) as usize];
+            reader
+                .read_exact_at(&mut rest, pos)
+                .map_err(|e| io_err("cannot read", path, e))?;
+            std::fs::write(&aside, &rest)
+                .and_then(|_| std::fs::File::open(&aside)?.sync_all())
+                .map_err(|e| io_err("cannot save the cut bytes to", &aside, e))?;
+            tracing::warn!(
+                path = %path.display(), cut_bytes = len - pos, saved_to = %aside.display(),
+                "the log ended in an incomplete or damaged frame; cut it there and saved the rest"
+            );
             file.set_len(pos)
                 .map_err(|e| io_err("cannot truncate", path, e))?;
             file.sync_all().map_err(|e| io_err("cannot sync", path, e))?;
@@ -310,6 +324,12 @@ mod tests {
         let log = PartitionLog::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
         assert_eq!(log.high_watermark(), 2);
+        let aside = path.with_extension(format!("log.cut-at-{len}"));
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            [40, 0, 0, 0, 1, 2, 3, 4, 5],
+            "the cut bytes are kept"
+        );
         log.append(&[(b"k", b"three")]).unwrap();
         let (all, _) = log.read(0, 0, 10);
         let values: Vec<&[u8]> = all.iter().map(|r| r.value.as_slice()).collect();
