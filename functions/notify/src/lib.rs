@@ -56,7 +56,9 @@ impl RetryPolicy {
 pub async fn enqueue(records: &[Delivered], outbox: &dyn Outbox, now: Ts) -> Result<usize, PortError> {
     let events: Vec<AlertEvent> = records
         .iter()
-        .filter_map(|r| match serde_json::from_slice(&r.value) {
+        .filter_map(|r| match serde_json::from_slice::<AlertEvent>(&r.value) {
+            // Peak updates are for the results, not the webhook (CONTRACT §4 lists its events).
+            Ok(e) if e.event == iotstream_core::AlertEventKind::Updated => None,
             Ok(e) => Some(e),
             Err(e) => {
                 metrics::counter!("iotstream_notify_poison_total").increment(1);

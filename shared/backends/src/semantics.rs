@@ -36,6 +36,7 @@ pub fn merge_latest(stored: Option<&LatestState>, incoming: &LatestState) -> Lat
 ///   redelivered `Opened` or `Acknowledged` cannot bring it back.
 /// * `Acknowledged`: sets `acknowledged` and `acknowledged_at` only when the alert is `active`;
 ///   when absent, inserts it as acknowledged (so a later `Opened` cannot lose the ack).
+/// * `Updated`: moves an open alert's `peak` further from the threshold; nothing otherwise.
 pub fn apply_alert_event(stored: Option<&Alert>, event: &AlertEvent) -> Option<Alert> {
     let incoming = &event.alert;
     match (event.event, stored) {
@@ -65,6 +66,25 @@ pub fn apply_alert_event(stored: Option<&Alert>, event: &AlertEvent) -> Option<A
             ..s.clone()
         }),
         (AlertEventKind::Acknowledged, Some(_)) => None,
+        // Keeps the most extreme peak of an open alert; replays change nothing.
+        (AlertEventKind::Updated, Some(s)) if s.state != AlertState::Resolved => {
+            let more_extreme = |new: f64, old: f64| {
+                if s.value >= s.threshold {
+                    new > old
+                } else {
+                    new < old
+                }
+            };
+            match (incoming.peak, s.peak) {
+                (Some(new), Some(old)) if !more_extreme(new, old) => None,
+                (Some(new), _) => Some(Alert {
+                    peak: Some(new),
+                    ..s.clone()
+                }),
+                (None, _) => None,
+            }
+        }
+        (AlertEventKind::Updated, _) => None,
     }
 }
 

@@ -72,6 +72,10 @@ pub struct Alert {
     pub acknowledged_at: Option<Ts>,
     pub message: String,
     pub recommendation: String,
+    /// The most extreme value while the alert was open: a rule firing again while its alert is
+    /// open updates the alert (`alert.updated` on the alerts topic) instead of opening another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +86,9 @@ pub enum AlertEventKind {
     Resolved,
     #[serde(rename = "alert.acknowledged")]
     Acknowledged,
+    /// The open alert's peak moved. Internal (results only): not sent to the webhook.
+    #[serde(rename = "alert.updated")]
+    Updated,
 }
 
 impl AlertEventKind {
@@ -90,6 +97,7 @@ impl AlertEventKind {
             AlertEventKind::Opened => "alert.opened",
             AlertEventKind::Resolved => "alert.resolved",
             AlertEventKind::Acknowledged => "alert.acknowledged",
+            AlertEventKind::Updated => "alert.updated",
         }
     }
 }
@@ -109,6 +117,7 @@ impl AlertEvent {
             AlertEventKind::Opened => "opened",
             AlertEventKind::Resolved => "resolved",
             AlertEventKind::Acknowledged => "acknowledged",
+            AlertEventKind::Updated => "updated",
         };
         AlertEvent {
             id: format!("{}:{suffix}", alert.id),

@@ -32,6 +32,13 @@ async fn readings_become_latest_state_series_and_an_alert_that_can_be_acknowledg
         (Some(85.0), Some(80.0))
     );
     assert_eq!(alert["severity"], "critical");
+    // Firing again at 90 while open updates the alert (its peak) rather than opening another.
+    let updated = app
+        .eventually("/api/alerts?state=active", |j| {
+            j["alerts"][0]["peak"] == json!(90.0)
+        })
+        .await;
+    assert_eq!(updated["alerts"].as_array().unwrap().len(), 1);
     assert!(alert["recommendation"].as_str().unwrap().contains("below 75"));
 
     let dev = app

@@ -238,3 +238,41 @@ pub async fn ack_queues_the_notification_atomically(results: &dyn ResultsStore, 
         .expect("alerts");
     assert_eq!(acked, [want]);
 }
+
+/// `alert.updated` moves an open alert's peak further from the threshold, never back, and never
+/// touches a resolved alert.
+pub async fn updates_keep_the_most_extreme_peak_of_open_alerts(results: &dyn ResultsStore) {
+    let d = unique_device("peak");
+    let a = alert(&super::unique("peak-alert"), &d, 1_000, 85.0);
+    let apply = |kind, value| event(kind, &a, 2_000, value);
+    results
+        .apply_alert_events(&[apply(AlertEventKind::Opened, 85.0)])
+        .await
+        .expect("open");
+    results
+        .apply_alert_events(&[
+            apply(AlertEventKind::Updated, 90.0),
+            apply(AlertEventKind::Updated, 88.0),
+        ])
+        .await
+        .expect("update");
+    let stored = results.alert(&a.id).await.expect("read").expect("stored");
+    assert_eq!(
+        (stored.peak, stored.value, stored.state),
+        (Some(90.0), 85.0, AlertState::Active)
+    );
+    results
+        .apply_alert_events(&[apply(AlertEventKind::Resolved, 70.0)])
+        .await
+        .expect("resolve");
+    results
+        .apply_alert_events(&[apply(AlertEventKind::Updated, 99.0)])
+        .await
+        .expect("late update");
+    let stored = results.alert(&a.id).await.expect("read").expect("stored");
+    assert_eq!(
+        (stored.peak, stored.state),
+        (Some(90.0), AlertState::Resolved),
+        "a resolved alert stays as it was"
+    );
+}

@@ -91,6 +91,7 @@ pub fn alert(id: &str, device: &DeviceId, opened_at: i64, value: f64) -> Alert {
         acknowledged_at: None,
         message: "temperature above 80".into(),
         recommendation: "check the cooling".into(),
+        peak: None,
     }
 }
 
@@ -108,6 +109,7 @@ pub fn event(kind: AlertEventKind, alert: &Alert, at: i64, value: f64) -> AlertE
             a.state = AlertState::Acknowledged;
             a.acknowledged_at = Some(Ts(at));
         }
+        AlertEventKind::Updated => a.peak = Some(value),
     }
     AlertEvent::new(kind, a)
 }

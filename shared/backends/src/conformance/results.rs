@@ -3,7 +3,7 @@
 
 use super::alerts::{
     ack_queues_the_notification_atomically, alert_transitions_are_idempotent,
-    alerts_list_newest_first_with_filters,
+    alerts_list_newest_first_with_filters, updates_keep_the_most_extreme_peak_of_open_alerts,
 };
 use super::{latest, unique_device};
 use iotstream_core::ports::{Outbox, ResultsStore, SeriesPoint};
@@ -21,6 +21,7 @@ pub async fn run(results: Arc<dyn ResultsStore>, outbox: Arc<dyn Outbox>) {
     alert_transitions_are_idempotent(&*results).await;
     alerts_list_newest_first_with_filters(&*results).await;
     ack_queues_the_notification_atomically(&*results, &*outbox).await;
+    updates_keep_the_most_extreme_peak_of_open_alerts(&*results).await;
 }
 
 fn agg(device: &DeviceId, metric: &str, ws: i64, count: u64, min: f64, max: f64, sum: f64) -> Aggregate {

@@ -102,9 +102,21 @@ fn hysteresis_keeps_the_alert_until_the_clear_level_and_fires_once() {
         got,
         vec![
             (AlertEventKind::Opened, AlertState::Active),
+            (AlertEventKind::Updated, AlertState::Active),
             (AlertEventKind::Resolved, AlertState::Resolved)
-        ]
+        ],
+        "firing again while open (95 > 90) updates the alert instead of opening another"
     );
+    assert_eq!(events[1].alert.peak, Some(95.0));
+    assert_eq!(
+        events[2].alert.peak,
+        Some(95.0),
+        "the resolution carries the episode's peak"
+    );
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| e.event != AlertEventKind::Updated)
+        .collect();
     assert_eq!(events[1].alert.resolved_at, Some(Ts(80_000)));
     assert_eq!(events[0].alert.id, events[1].alert.id);
     assert_ne!(

@@ -48,7 +48,7 @@ pub fn step(
                 None
             }
         }
-        RuleState::Active { alert } if rule.cleared(value) => {
+        RuleState::Active { alert, .. } if rule.cleared(value) => {
             let mut resolved = (**alert).clone();
             resolved.state = AlertState::Resolved;
             resolved.resolved_at = Some(ts);
@@ -65,7 +65,19 @@ pub fn step(
             *state = RuleState::Normal;
             Some(AlertEvent::new(AlertEventKind::Resolved, resolved))
         }
-        RuleState::Active { .. } => None,
+        RuleState::Active { alert } => {
+            // Firing again while open updates the alert (a new peak) rather than opening
+            // another. One event per new peak, never coalesced per batch, so the output does
+            // not depend on how the input was batched (replay equals live).
+            let beyond = match rule.direction {
+                Direction::Above => value > alert.peak.unwrap_or(alert.value),
+                Direction::Below => value < alert.peak.unwrap_or(alert.value),
+            };
+            beyond.then(|| {
+                alert.peak = Some(value);
+                AlertEvent::new(AlertEventKind::Updated, (**alert).clone())
+            })
+        }
     }
 }
 
@@ -111,6 +123,7 @@ fn open(rule: &ThresholdRule, reading: &Reading, value: f64, since: Ts) -> Alert
         acknowledged_at: None,
         message,
         recommendation,
+        peak: Some(value),
     }
 }
 
