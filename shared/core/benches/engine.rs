@@ -132,7 +132,7 @@ fn bench_engine(c: &mut Criterion) {
             match a.event {
                 AlertEventKind::Opened => opened += 1,
                 AlertEventKind::Resolved => resolved += 1,
-                AlertEventKind::Acknowledged => {}
+                AlertEventKind::Acknowledged | AlertEventKind::Updated => {}
             }
         }
     }
