@@ -31,6 +31,8 @@ pub struct Config {
     pub checkpoint_every: Duration,
     pub admin_token: Secret,
     pub master_key: Secret,
+    /// Readings accepted but not yet durable, across all requests; past it, ingest answers 503.
+    pub max_in_flight_readings: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +119,7 @@ impl Pipeline {
     /// for callers that decorate the ports, e.g. tests that inject faults.
     pub async fn start_with(backends: Backends, cfg: Config) -> anyhow::Result<Pipeline> {
         migrate(&backends).await?;
-        let committer = GroupCommitter::spawn(backends.sink.clone(), 20_000);
+        let committer = GroupCommitter::spawn(backends.sink.clone(), 20_000, cfg.max_in_flight_readings);
         let ingest = iotstream_ingest::Deps {
             keys: DeviceKeys::new(backends.devices.clone(), cfg.master_key.expose().to_vec()),
             committer,

@@ -112,6 +112,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let cfg = app::Config {
         urls: urls(&args.state),
         master_key: secrets::master_key(&data_dir)?,
+        max_in_flight_readings: 200_000,
         data_dir,
         rules,
         webhook,

@@ -23,29 +23,56 @@ struct Job {
     reply: oneshot::Sender<Result<CommitOutcome, PortError>>,
 }
 
+/// How long a request may wait for room in the in-flight budget before it is turned away.
+pub const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Handle to the group-commit task; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommitter {
     tx: mpsc::Sender<Job>,
+    /// Readings accepted but not yet durable: bounds ingest's memory under overload.
+    budget: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+}
+
+/// Why a commit did not happen.
+#[derive(Debug, Clone)]
+pub enum CommitError {
+    /// More readings are in flight than the budget allows: shed load (503, retry shortly).
+    Overloaded,
+    /// The sink failed: nothing from this request is acknowledged.
+    Sink(PortError),
 }
 
 impl GroupCommitter {
     /// Starts the commit task. `max_group` bounds the readings written in one group.
-    pub fn spawn(sink: Arc<dyn TelemetrySink>, max_group: usize) -> Self {
+    /// `max_in_flight` bounds the readings waiting to become durable across all requests.
+    pub fn spawn(sink: Arc<dyn TelemetrySink>, max_group: usize, max_in_flight: usize) -> Self {
         let (tx, rx) = mpsc::channel(8_192);
         tokio::spawn(run(rx, sink, max_group));
-        GroupCommitter { tx }
+        let budget = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        GroupCommitter {
+            tx,
+            budget,
+            max_in_flight,
+        }
     }
 
-    /// Durably accepts the readings; resolves once they are on the bus and in the store.
-    pub async fn commit(&self, readings: Vec<Reading>) -> Result<CommitOutcome, PortError> {
+    /// Durably accepts the readings; resolves once the sink has made them durable.
+    pub async fn commit(&self, readings: Vec<Reading>) -> Result<CommitOutcome, CommitError> {
+        let n = readings.len().clamp(1, self.max_in_flight) as u32;
+        let _permit = tokio::time::timeout(ADMIT_WAIT, self.budget.clone().acquire_many_owned(n))
+            .await
+            .map_err(|_| CommitError::Overloaded)?
+            .map_err(|_| CommitError::Sink(PortError::unavailable("ingest is shutting down")))?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { readings, reply })
             .await
-            .map_err(|_| PortError::unavailable("ingest is shutting down"))?;
+            .map_err(|_| CommitError::Sink(PortError::unavailable("ingest is shutting down")))?;
         rx.await
-            .map_err(|_| PortError::unavailable("ingest commit task stopped"))?
+            .map_err(|_| CommitError::Sink(PortError::unavailable("ingest commit task stopped")))?
+            .map_err(CommitError::Sink)
     }
 }
 

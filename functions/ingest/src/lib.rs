@@ -16,7 +16,7 @@ mod commit;
 mod ratelimit;
 
 pub use auth::DeviceKeys;
-pub use commit::{CommitOutcome, GroupCommitter};
+pub use commit::{ADMIT_WAIT, CommitError, CommitOutcome, GroupCommitter};
 pub use ratelimit::RateLimiter;
 
 use iotstream_core::reading::{BodyError, BodyFormat, Limits, parse_body};
@@ -76,6 +76,8 @@ pub enum IngestError {
     RateLimited { retry_after_secs: u64 },
     #[error("storage is unavailable; nothing was stored")]
     Unavailable(PortError),
+    #[error("ingest is over capacity; nothing was stored, retry shortly")]
+    Overloaded,
 }
 
 impl IngestError {
@@ -87,7 +89,7 @@ impl IngestError {
             IngestError::UnsupportedMediaType => 415,
             IngestError::Malformed(_) | IngestError::Empty | IngestError::Invalid(_) => 400,
             IngestError::RateLimited { .. } => 429,
-            IngestError::Unavailable(_) => 503,
+            IngestError::Unavailable(_) | IngestError::Overloaded => 503,
         }
     }
 
@@ -107,6 +109,7 @@ impl IngestError {
             IngestError::Invalid(_) => "invalid_reading",
             IngestError::RateLimited { .. } => "rate_limited",
             IngestError::Unavailable(_) => "backend_unavailable",
+            IngestError::Overloaded => "overloaded",
         }
     }
 
@@ -114,7 +117,7 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             IngestError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            IngestError::Unavailable(_) => Some(1),
+            IngestError::Unavailable(_) | IngestError::Overloaded => Some(1),
             _ => None,
         }
     }
@@ -168,11 +171,13 @@ pub async fn handle(input: Input, deps: &Deps, now: Ts) -> Result<Output, Ingest
         });
     }
     let n = readings.len();
-    let outcome = deps
-        .committer
-        .commit(readings)
-        .await
-        .map_err(IngestError::Unavailable)?;
+    let outcome = deps.committer.commit(readings).await.map_err(|e| match e {
+        CommitError::Overloaded => {
+            metrics::counter!("iotstream_ingest_rejected_total", "reason" => "overloaded").increment(1);
+            IngestError::Overloaded
+        }
+        CommitError::Sink(e) => IngestError::Unavailable(e),
+    })?;
     metrics::counter!("iotstream_ingest_readings_total").increment(outcome.accepted as u64);
     metrics::counter!("iotstream_ingest_duplicates_total").increment(outcome.duplicates as u64);
     debug_assert_eq!(outcome.accepted + outcome.duplicates, n);

@@ -28,9 +28,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The switch shared by the ports it wraps; off (healthy) when created.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     down: AtomicBool,
+    /// While true, the telemetry sink holds every call (a slow disk or broker).
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            down: AtomicBool::new(false),
+            stalled: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Faults {
@@ -41,6 +52,16 @@ impl Faults {
     /// Turns the fault on (every call of a wrapped port fails) or off (calls go through).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Stalls (true) or releases (false) the wrapped telemetry sink: calls wait, then proceed.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    async fn wait_unstalled(&self) {
+        let mut rx = self.stalled.subscribe();
+        let _ = rx.wait_for(|s| !*s).await;
     }
 
     pub fn is_down(&self) -> bool {
@@ -75,6 +96,7 @@ pub struct Faulty<T: ?Sized> {
 #[async_trait]
 impl<T: TelemetrySink + ?Sized> TelemetrySink for Faulty<T> {
     async fn accept(&self, readings: &[Reading]) -> PortResult<Vec<bool>> {
+        self.faults.wait_unstalled().await;
         self.faults.check("telemetry sink")?;
         self.inner.accept(readings).await
     }

@@ -110,3 +110,54 @@ async fn a_registry_outage_is_503_not_401() {
     let r = app.post(Some(&token), "application/json", body).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
 }
+
+/// Overload is shed, not queued without bound: while the sink is stalled and the in-flight
+/// budget is used up, a new request gets 503 `overloaded` with `Retry-After`; the request already
+/// admitted completes with 202 once the sink moves again.
+#[tokio::test]
+async fn past_the_in_flight_budget_ingest_answers_503_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_in_flight_readings = 3;
+    let faults = Faults::new();
+    let app = start_in(dir, cfg, |b| b.sink = faults.wrap(b.sink.clone())).await;
+    let token = app.device("pump-1").await;
+    let batch = |base: i64| {
+        json!([
+            {"deviceId": "pump-1", "ts": base, "metrics": {"t": 1}},
+            {"deviceId": "pump-1", "ts": base + 1, "metrics": {"t": 2}},
+        ])
+        .to_string()
+    };
+    faults.set_stalled(true);
+    let now = crate::app::now().millis();
+    let first = {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/telemetry")
+            .header("authorization", &token)
+            .header("content-type", "application/json")
+            .body(Body::from(batch(now)))
+            .unwrap();
+        let router = app.router.clone();
+        tokio::spawn(async move { router.oneshot(req).await.unwrap().status() })
+    };
+    // The first request's two readings hold two of the three slots while the sink is stalled.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let r = app.post(Some(&token), "application/json", batch(now + 10)).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() >= iotstream_ingest::ADMIT_WAIT,
+        "it waited for room first"
+    );
+    faults.set_stalled(false);
+    assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
+    let stored = app.admin("GET", "/api/devices/pump-1/readings", None).await;
+    assert_eq!(
+        stored.json["readings"].as_array().unwrap().len(),
+        2,
+        "only the admitted request was stored"
+    );
+}

@@ -44,6 +44,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         checkpoint_every: Duration::from_millis(100),
         admin_token: Secret::from(ADMIN.as_bytes().to_vec()),
         master_key: Secret::from(vec![7u8; 32]),
+        max_in_flight_readings: 200_000,
     }
 }
 
