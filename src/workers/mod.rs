@@ -143,6 +143,42 @@ impl CommitPacer {
     }
 }
 
+/// What a consumer loop does next.
+pub enum Next {
+    Stop,
+    Handle(Vec<iotstream_core::ports::Delivered>),
+    /// Nothing to handle (idle, or the poll failed and was backed off): poll again.
+    Again,
+}
+
+/// The shared prologue of the process and notify loops: stop (after a final commit) when asked,
+/// otherwise poll — never cancelled mid-poll, so what it returns is always handled — committing
+/// when idle and backing off when the poll fails.
+pub async fn next_batch(
+    what: &str,
+    consumer: &mut dyn Consumer,
+    pacer: &mut CommitPacer,
+    shutdown: &watch::Receiver<bool>,
+    linger: Duration,
+) -> Next {
+    if stopping(shutdown) {
+        pacer.flush(consumer, shutdown).await;
+        return Next::Stop;
+    }
+    match poll_lingering(consumer, BATCH, POLL_WAIT, linger).await {
+        Ok(r) if r.is_empty() => {
+            pacer.flush(consumer, shutdown).await;
+            Next::Again
+        }
+        Ok(r) => Next::Handle(r),
+        Err(e) => {
+            tracing::warn!(worker = what, error = %e, "poll failed");
+            tokio::time::sleep(POLL_WAIT).await;
+            Next::Again
+        }
+    }
+}
+
 pub fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow()
 }

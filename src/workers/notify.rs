@@ -2,7 +2,7 @@
 //! when something is queued and when the next retry is due.
 
 use super::analyze::wait_stop;
-use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok};
+use super::{CommitPacer, Next, retry_until_ok};
 use crate::app::{AppState, Config, Webhook};
 use anyhow::Context;
 use iotstream_core::ports::Notifier;
@@ -47,24 +47,14 @@ async fn run_enqueue(
     let outbox = state.backends.outbox.clone();
     let mut pacer = CommitPacer::new();
     loop {
-        if super::stopping(&shutdown) {
-            pacer.flush(consumer.as_mut(), &shutdown).await;
-            return;
-        }
-        // Never cancelled mid-poll: records it returns are always queued before shutdown.
-        let batch = consumer.poll(BATCH, POLL_WAIT).await;
-        let records = match batch {
-            Ok(r) if r.is_empty() => {
-                pacer.flush(consumer.as_mut(), &shutdown).await;
-                continue;
-            }
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "notify poll failed");
-                tokio::time::sleep(POLL_WAIT).await;
-                continue;
-            }
-        };
+        // No linger: notify is on the alert path.
+        let records =
+            match super::next_batch("notify", consumer.as_mut(), &mut pacer, &shutdown, Duration::ZERO).await
+            {
+                Next::Stop => return,
+                Next::Again => continue,
+                Next::Handle(records) => records,
+            };
         let queued = retry_until_ok("notify", &shutdown, || async {
             iotstream_notify::enqueue(&records, outbox.as_ref(), crate::app::now())
                 .await

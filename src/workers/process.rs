@@ -1,6 +1,6 @@
 //! process's loops: one consumer per input topic, same group; commit after the database writes.
 
-use super::{BATCH, CommitPacer, POLL_WAIT, retry_until_ok, stopping};
+use super::{CommitPacer, Next, retry_until_ok};
 use crate::app::AppState;
 use anyhow::Context;
 use iotstream_core::ports::Consumer;
@@ -47,23 +47,18 @@ async fn run(
     };
     let mut pacer = CommitPacer::new();
     loop {
-        if stopping(&shutdown) {
-            pacer.flush(consumer.as_mut(), &shutdown).await;
-            return;
-        }
-        // Never cancelled mid-poll: records it returns are always handled before shutdown.
-        let batch = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::PROCESS_LINGER).await;
-        let records = match batch {
-            Ok(r) if r.is_empty() => {
-                pacer.flush(consumer.as_mut(), &shutdown).await;
-                continue;
-            }
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "process poll failed");
-                tokio::time::sleep(POLL_WAIT).await;
-                continue;
-            }
+        let records = match super::next_batch(
+            "process",
+            consumer.as_mut(),
+            &mut pacer,
+            &shutdown,
+            super::PROCESS_LINGER,
+        )
+        .await
+        {
+            Next::Stop => return,
+            Next::Again => continue,
+            Next::Handle(records) => records,
         };
         let ok = match topic {
             Topic::Insights => {

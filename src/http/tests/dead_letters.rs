@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 /// `(X-Iotstream-Event, X-Iotstream-Delivery)` of each request received.
 type Received = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A webhook endpoint on 127.0.0.1 that records every request and always answers 500.
-async fn broken_endpoint() -> (Received, String) {
-    async fn fail(State(seen): State<Received>, headers: HeaderMap) -> StatusCode {
+/// A webhook endpoint on 127.0.0.1 that records every request and answers 5xx to the first
+/// `failures` of them (`usize::MAX`: always), 204 after.
+async fn endpoint(failures: usize) -> (Received, String) {
+    async fn answer(State((seen, failures)): State<(Received, usize)>, headers: HeaderMap) -> StatusCode {
         let h = |n: &str| {
             headers
                 .get(n)
@@ -20,15 +21,18 @@ async fn broken_endpoint() -> (Received, String) {
                 .unwrap_or("")
                 .to_owned()
         };
-        seen.lock()
-            .unwrap()
-            .push((h("x-iotstream-event"), h("x-iotstream-delivery")));
-        StatusCode::INTERNAL_SERVER_ERROR
+        let mut seen = seen.lock().unwrap();
+        seen.push((h("x-iotstream-event"), h("x-iotstream-delivery")));
+        if seen.len() <= failures {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NO_CONTENT
+        }
     }
     let seen = Received::default();
     let app = Router::new()
-        .route("/hook", axum::routing::post(fail))
-        .with_state(seen.clone());
+        .route("/hook", axum::routing::post(answer))
+        .with_state((seen.clone(), failures));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -37,7 +41,7 @@ async fn broken_endpoint() -> (Received, String) {
 
 #[tokio::test]
 async fn a_webhook_that_always_fails_gets_max_attempts_then_a_dead_letter() {
-    let (received, url) = broken_endpoint().await;
+    let (received, url) = endpoint(usize::MAX).await;
     let app = app_with(|c| {
         c.webhook = Some(Webhook {
             url,
@@ -89,29 +93,7 @@ async fn a_webhook_that_always_fails_gets_max_attempts_then_a_dead_letter() {
 /// the resolution waits for the opening's retry.
 #[tokio::test]
 async fn a_retried_opening_is_still_delivered_before_its_resolution() {
-    async fn flaky(State(seen): State<Received>, headers: HeaderMap) -> StatusCode {
-        let h = |n: &str| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let mut seen = seen.lock().unwrap();
-        seen.push((h("x-iotstream-event"), h("x-iotstream-delivery")));
-        if seen.len() == 1 {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::NO_CONTENT
-        }
-    }
-    let seen = Received::default();
-    let router = Router::new()
-        .route("/hook", axum::routing::post(flaky))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let (seen, url) = endpoint(1).await;
     let app = app_with(|c| {
         c.webhook = Some(Webhook {
             url,
