@@ -46,11 +46,17 @@ pub async fn spawn(
         let mut engine = engine;
         let mut dirty = false;
         let mut last = Instant::now();
+        // Input rate, smoothed over recent batches: decides how long a small batch may linger.
+        let (mut rate, mut polled_at) = (0.0f64, Instant::now());
         loop {
             // Never cancelled mid-poll: records it returns are always handled, then shutdown is
             // checked between batches.
-            let batch =
-                super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, super::ANALYZE_LINGER).await;
+            let linger = super::analyze_linger(rate);
+            let batch = super::poll_lingering(consumer.as_mut(), BATCH, POLL_WAIT, linger).await;
+            let elapsed = polled_at.elapsed().as_secs_f64().max(1e-3);
+            polled_at = Instant::now();
+            let n = batch.as_ref().map_or(0, Vec::len) as f64;
+            rate = 0.8 * rate + 0.2 * (n / elapsed);
             match batch {
                 Ok(records) if !records.is_empty() => {
                     let out = evaluate(&Input::decode(&records), &mut engine);

@@ -22,7 +22,18 @@ pub const POLL_WAIT: Duration = Duration::from_millis(500);
 
 /// How long analyze lets a small batch grow before evaluating it: fewer, larger batches mean
 /// fewer bus appends (disk flushes) downstream, for at most this much added alert latency.
-pub const ANALYZE_LINGER: Duration = Duration::from_millis(5);
+/// Adaptive (measured, BENCHMARKS.md): below [`BUSY_RATE`] lingering gathers little and only adds
+/// latency, above it the saved flushes keep the tail short.
+pub fn analyze_linger(records_per_sec: f64) -> Duration {
+    if records_per_sec > BUSY_RATE {
+        Duration::from_millis(5)
+    } else {
+        Duration::from_millis(1)
+    }
+}
+
+/// Input rate (records/s) above which analyze lingers longer.
+pub const BUSY_RATE: f64 = 5_000.0;
 /// The same for process, which is off the alert path: latest state and aggregates coalesce.
 pub const PROCESS_LINGER: Duration = Duration::from_millis(50);
 
