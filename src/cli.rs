@@ -27,6 +27,14 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Create what the configured backends need (tables, topics). Idempotent.
     Migrate(StateArgs),
+    /// Run the analyze engine over recorded telemetry (NDJSON or CSV) and print what it finds.
+    Replay {
+        /// NDJSON readings, or CSV with columns timestamp,value[,deviceId,metric].
+        file: std::path::PathBuf,
+        /// Rules file (TOML); built-in defaults when unset.
+        #[arg(long, env = "IOTSTREAM_RULES")]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 /// Where state lives: `--data-dir` for the embedded engines, or backend URLs (CONTRACT §3).

@@ -4,6 +4,7 @@ mod app;
 mod cli;
 mod devices;
 mod http;
+mod replay;
 mod secrets;
 mod simulate;
 mod workers;
@@ -47,6 +48,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => up(cli.up).await,
         Some(Command::Up(args)) => up(args).await,
         Some(Command::Devices(args)) => devices_cmd(args.command).await,
+        Some(Command::Replay { file, rules }) => {
+            let rules = load_rules(rules.as_deref())?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            replay::run(&file, rules, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
         Some(Command::Migrate(state)) => {
             let backends = iotstream_backends::connect(&state.data_dir, &urls(&state)).await?;
             app::migrate(&backends).await?;

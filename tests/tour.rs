@@ -18,6 +18,7 @@ fn every_command_answers_help() {
         vec!["devices", "remove", "--help"],
         vec!["devices", "token", "--help"],
         vec!["migrate", "--help"],
+        vec!["replay", "--help"],
     ] {
         let out = std::process::Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
