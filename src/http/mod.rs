@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/metrics", get(metrics))
+        .route("/readyz", get(ready))
         .merge(admin)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -105,6 +106,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// `GET /readyz`: 200 when the backends answer (what a Kubernetes readiness probe should use;
+/// `/healthz` only says the process serves HTTP).
+async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    state.backends.devices.list_devices().await?;
+    state
+        .backends
+        .bus
+        .lag(iotstream_core::groups::ANALYZE, iotstream_core::topics::TELEMETRY)
+        .await?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})).into_response())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -161,3 +161,16 @@ async fn past_the_in_flight_budget_ingest_answers_503_overloaded() {
         "only the admitted request was stored"
     );
 }
+
+/// `/readyz` follows the backends (a probe takes the instance out of rotation); `/healthz` does not.
+#[tokio::test]
+async fn readiness_follows_the_backends() {
+    let (app, registry_down) = app_with_fault(|b, f| b.devices = f.wrap(b.devices.clone())).await;
+    let get = |uri: &'static str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    assert_eq!(app.call(get("/readyz")).await.status, StatusCode::OK);
+    registry_down.set_down(true);
+    assert_unavailable(&app.call(get("/readyz")).await);
+    assert_eq!(app.call(get("/healthz")).await.status, StatusCode::OK);
+    registry_down.set_down(false);
+    assert_eq!(app.call(get("/readyz")).await.status, StatusCode::OK);
+}
