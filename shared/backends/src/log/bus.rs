@@ -30,6 +30,7 @@ pub struct LogBus {
     _lock: Arc<std::fs::File>,
     dir: PathBuf,
     default_partitions: u32,
+    segment_bytes: u64,
     topics: Arc<RwLock<HashMap<String, Arc<Topic>>>>,
 }
 
@@ -71,6 +72,12 @@ impl LogBus {
     }
 
     pub fn open_with_partitions(data_dir: &Path, partitions: u32) -> PortResult<LogBus> {
+        Self::open_with(data_dir, partitions, super::partition::SEGMENT_BYTES)
+    }
+
+    /// Opens with a partition count for new topics and a segment size (retention deletes whole
+    /// segments; tests use small ones).
+    pub fn open_with(data_dir: &Path, partitions: u32, segment_bytes: u64) -> PortResult<LogBus> {
         let dir = data_dir.join("log");
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
         let lock_path = dir.join("LOCK");
@@ -91,6 +98,7 @@ impl LogBus {
             _lock: Arc::new(lock),
             dir,
             default_partitions: partitions.max(1),
+            segment_bytes,
             topics: Arc::default(),
         })
     }
@@ -119,7 +127,7 @@ impl LogBus {
             }
         };
         let partitions = (0..count)
-            .map(|p| PartitionLog::open(&dir.join(format!("{p}.log"))))
+            .map(|p| PartitionLog::open(&dir.join(p.to_string()), self.segment_bytes))
             .collect::<PortResult<Vec<_>>>()?;
         let topic = Arc::new(Topic {
             dir,

@@ -15,6 +15,7 @@
 //! Cosmos DB, which is what they are for).
 
 mod bus;
+mod frame;
 pub mod partition;
 mod store;
 
