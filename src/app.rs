@@ -33,6 +33,8 @@ pub struct Config {
     pub master_key: Secret,
     /// Readings accepted but not yet durable, across all requests; past it, ingest answers 503.
     pub max_in_flight_readings: usize,
+    /// How long the embedded store keeps readings.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -65,6 +65,10 @@ pub struct UpArgs {
     /// Rules file (TOML, CONTRACT §5); built-in defaults when unset.
     #[arg(long, env = "IOTSTREAM_RULES")]
     pub rules: Option<PathBuf>,
+    /// How long the embedded store keeps readings (e.g. 12h, 7d, 30d); older, analysed data is
+    /// deleted in 64 MiB segments.
+    #[arg(long, env = "IOTSTREAM_RETENTION", default_value = "7d")]
+    pub retention: String,
     /// Also start N simulated devices sending to this server.
     #[arg(long, default_value_t = 0)]
     pub simulate: u32,

@@ -74,6 +74,13 @@ fn urls(s: &StateArgs) -> BackendUrls {
     }
 }
 
+fn parse_retention(text: &str) -> anyhow::Result<Duration> {
+    let ms = iotstream_core::ts::parse_duration_ms(text)
+        .filter(|ms| *ms >= 60_000)
+        .with_context(|| format!("--retention {text:?}: use a duration of at least 1m, like 12h or 7d"))?;
+    Ok(Duration::from_millis(ms as u64))
+}
+
 fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<Rules> {
     let Some(path) = path else {
         return Ok(Rules::defaults());
@@ -122,6 +129,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         urls: urls(&args.state),
         master_key: secrets::master_key(&data_dir)?,
         max_in_flight_readings: 200_000,
+        retention: parse_retention(&args.retention)?,
         data_dir,
         rules,
         webhook,

@@ -64,12 +64,49 @@ pub async fn spawn_all(
     let mut tasks = Vec::new();
     tasks.push(analyze::spawn(state, cfg, shutdown.clone()).await?);
     tasks.extend(process::spawn(state, shutdown.clone()).await?);
+    if let Some(retention) = state.backends.retention.clone() {
+        tasks.push(tokio::spawn(run_retention(
+            retention,
+            cfg.retention,
+            shutdown.clone(),
+        )));
+    }
     if let Some(webhook) = &cfg.webhook {
         tasks.extend(notify::spawn(state, cfg, webhook, shutdown).await?);
     } else {
         tracing::info!("no IOTSTREAM_WEBHOOK_URL: alerts are stored and served, not pushed");
     }
     Ok(tasks)
+}
+
+/// How often retention runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes what is older than `keep` (and consumed) every [`RETENTION_EVERY`].
+async fn run_retention(
+    retention: Arc<iotstream_backends::log::LogRetention>,
+    keep: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = analyze::wait_stop(&shutdown) => return,
+        }
+        match retention.enforce(keep).await {
+            Ok(r) => {
+                metrics::counter!("iotstream_retention_deleted_readings_total").increment(r.readings);
+                if r.readings > 0 || r.internal_segments > 0 {
+                    tracing::info!(
+                        readings = r.readings,
+                        internal_segments = r.internal_segments,
+                        "retention deleted old data"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+        }
+    }
 }
 
 /// Runs `op` until it succeeds, backing off from 50 ms to 5 s between tries. False when

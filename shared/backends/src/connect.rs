@@ -32,6 +32,9 @@ pub struct Backends {
     pub outbox: Arc<dyn Outbox>,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub cache: Arc<dyn Cache>,
+    /// Retention of the embedded log (the real engines have their own: Kafka retention,
+    /// Cosmos DB TTL).
+    pub retention: Option<Arc<crate::log::LogRetention>>,
 }
 
 /// Backend URLs; `None` (or `"embedded"`) selects the embedded engine.
@@ -157,7 +160,12 @@ pub async fn connect(data_dir: &Path, urls: &BackendUrls) -> Result<Backends, Po
     // The embedded telemetry store lives in the bus's `telemetry` log: one write stores and
     // publishes a reading.
     let store = Arc::new(LogTelemetryStore::open(bus.clone())?);
+    let retention = Arc::new(crate::log::LogRetention {
+        bus: bus.clone(),
+        store: store.clone(),
+    });
     Ok(Backends {
+        retention: Some(retention),
         sink: store.clone(),
         store,
         bus: Arc::new(bus),

@@ -353,3 +353,71 @@ async fn a_log_directory_has_one_owner() {
     drop(first);
     LogBus::open(dir.path()).expect("free again once the owner is gone");
 }
+
+/// Retention deletes only what is both old enough and analysed, forgets those readings, keeps
+/// everything else (also across a reopen), and never touches a topic nobody consumed.
+#[tokio::test]
+async fn retention_deletes_old_analysed_segments_and_nothing_else() {
+    use iotstream_core::ports::EventBus;
+    use std::time::{Duration, SystemTime};
+    let dir = TempDir::new().unwrap();
+    let device = unique_device("ret");
+    let readings: Vec<Reading> = (0..300i64)
+        .map(|i| {
+            let m = conformance::metrics(&[("t", i as f64)]);
+            let id = iotstream_core::reading::reading_key(&device, None, Ts(i), &m);
+            Reading {
+                id,
+                device_id: device.clone(),
+                ts: Ts(i),
+                metrics: m,
+                message_id: None,
+            }
+        })
+        .collect();
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    let kept_before_reopen = {
+        let bus = LogBus::open_with(dir.path(), 1, 4096).unwrap();
+        let store = LogTelemetryStore::open(bus.clone()).unwrap();
+        for chunk in readings.chunks(10) {
+            store.put(chunk).await.unwrap();
+        }
+        assert_eq!(
+            store.retain(future).unwrap(),
+            0,
+            "nothing is analysed yet: nothing goes"
+        );
+        let mut analyze = bus.subscribe("iotstream-analyze", "telemetry").await.unwrap();
+        let mut got = 0;
+        while got < 150 {
+            got += analyze
+                .poll(150 - got, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .len();
+        }
+        analyze.commit().await.unwrap();
+        let too_recent = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(store.retain(too_recent).unwrap(), 0, "analysed but recent: kept");
+        let deleted = store.retain(future).unwrap() as usize;
+        assert!(
+            deleted > 0 && deleted <= 150,
+            "only analysed readings go: {deleted}"
+        );
+        let kept = store.range(&device, Ts(0), Ts(1000), 1000).await.unwrap();
+        assert_eq!(kept.len(), 300 - deleted);
+        assert_eq!(kept[0].ts, Ts(deleted as i64), "the oldest go first");
+        assert_eq!(
+            store.put(&readings[deleted..deleted + 1]).await.unwrap(),
+            [false],
+            "kept ones still dedup"
+        );
+        assert_eq!(bus.trim_consumed("nobody-reads-this", future).unwrap(), 0);
+        kept.len()
+    };
+    let store = LogTelemetryStore::open(LogBus::open_with(dir.path(), 1, 4096).unwrap()).unwrap();
+    assert_eq!(
+        store.range(&device, Ts(0), Ts(1000), 1000).await.unwrap().len(),
+        kept_before_reopen
+    );
+}

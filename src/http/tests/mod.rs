@@ -45,6 +45,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         admin_token: Secret::from(ADMIN.as_bytes().to_vec()),
         master_key: Secret::from(vec![7u8; 32]),
         max_in_flight_readings: 200_000,
+        retention: Duration::from_secs(7 * 86_400),
     }
 }
 

@@ -7,7 +7,7 @@ use iotstream_core::ports::{Consumer, Delivered, EventBus, PortResult, Position,
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// Partitions of a new topic. One process consumes them all, so one partition per topic keeps
@@ -170,6 +170,66 @@ impl LogBus {
         .map_err(|e| PortError::internal(format!("log append task failed: {e}")))??;
         t.appended.send_modify(|v| *v += 1);
         Ok(placed)
+    }
+
+    /// Per partition, the lowest offset committed by any group of the topic; `None` when no
+    /// group has committed yet (then nothing counts as consumed).
+    pub(super) fn min_committed(&self, topic: &Topic) -> PortResult<Option<Vec<u64>>> {
+        let groups = topic.dir.join("groups");
+        let mut min: Option<Vec<u64>> = None;
+        let entries = std::fs::read_dir(&groups).map_err(|e| io("cannot list", &groups, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(group) = name.to_str().filter(|n| !n.ends_with(".tmp")) else {
+                continue;
+            };
+            let c = self.committed(topic, group)?;
+            min = Some(match min {
+                None => c,
+                Some(m) => m.iter().zip(&c).map(|(a, b)| *a.min(b)).collect(),
+            });
+        }
+        Ok(min)
+    }
+
+    /// Retention for a topic: deletes, per partition, the oldest sealed segments that every
+    /// consumer group has committed past and that were last written before `older_than`.
+    /// Returns, per partition, the position below which records are gone (to prune indexes).
+    pub(super) fn trim(&self, topic: &str, older_than: SystemTime) -> PortResult<Vec<Option<(u64, u64)>>> {
+        let t = self.topic(topic)?;
+        let Some(committed) = self.min_committed(&t)? else {
+            return Ok(vec![None; t.partitions.len()]);
+        };
+        t.partitions
+            .iter()
+            .zip(committed)
+            .map(|(log, done)| {
+                let doomed = log
+                    .sealed()
+                    .into_iter()
+                    .take_while(|s| s.end_offset <= done && s.modified < older_than)
+                    .last();
+                Ok(doomed.map(|s| (log.sealed()[0].base_pos, s.end_pos)))
+            })
+            .collect()
+    }
+
+    /// Deletes what [`Self::trim`] selected.
+    pub(super) fn delete(&self, topic: &str, cuts: &[Option<(u64, u64)>]) -> PortResult<usize> {
+        let t = self.topic(topic)?;
+        let mut n = 0;
+        for (log, cut) in t.partitions.iter().zip(cuts) {
+            if let Some((_, end)) = cut {
+                n += log.delete_before(*end)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Retention for a bus-only topic (insights, alerts): deletes fully consumed old segments.
+    pub fn trim_consumed(&self, topic: &str, older_than: SystemTime) -> PortResult<usize> {
+        let cuts = self.trim(topic, older_than)?;
+        self.delete(topic, &cuts)
     }
 
     fn committed(&self, topic: &Topic, group: &str) -> PortResult<Vec<u64>> {

@@ -85,6 +85,47 @@ impl LogTelemetryStore {
     }
 }
 
+impl LogTelemetryStore {
+    /// Retention: deletes the oldest sealed segments of the telemetry log that every consumer
+    /// group (analyze) has committed past and that were last written before `older_than`, and
+    /// forgets their readings (range queries no longer return them; a re-send of one would be
+    /// taken as new). Blocking. Returns how many readings were deleted.
+    pub fn retain(&self, older_than: std::time::SystemTime) -> PortResult<u64> {
+        let cuts = self.bus.trim(topics::TELEMETRY, older_than)?;
+        if cuts.iter().all(Option::is_none) {
+            return Ok(0);
+        }
+        let topic = self.bus.topic(topics::TELEMETRY)?;
+        let mut doomed_ids = Vec::new();
+        for (p, cut) in cuts.iter().enumerate() {
+            let Some((start, end)) = *cut else { continue };
+            let (mut from, mut pos) = (0, start);
+            while pos < end {
+                let (records, next) = topic.partitions[p].read(from, pos, 10_000);
+                let Some(last) = records.last() else { break };
+                (from, pos) = (last.offset + 1, next);
+                for r in records.iter().filter(|r| r.pos < end) {
+                    if let Ok(reading) = serde_json::from_slice::<Reading>(&r.value) {
+                        doomed_ids.push(id_key(&reading.device_id, &reading.id));
+                    }
+                }
+            }
+        }
+        {
+            let mut index = self.index.lock().expect("store index");
+            for id in &doomed_ids {
+                index.ids.remove(id);
+            }
+            for entries in index.by_device.values_mut() {
+                entries.retain(|&(_, p, pos)| cuts[p as usize].is_none_or(|(_, end)| pos >= end));
+            }
+            index.by_device.retain(|_, v| !v.is_empty());
+        }
+        self.bus.delete(topics::TELEMETRY, &cuts)?;
+        Ok(doomed_ids.len() as u64)
+    }
+}
+
 impl Index {
     fn add(&mut self, r: &Reading, partition: u32, pos: u64) {
         self.ids.insert(id_key(&r.device_id, &r.id));
@@ -179,10 +220,9 @@ impl TelemetryStore for LogTelemetryStore {
         hits.truncate(limit);
         let topic = self.bus.topic(topics::TELEMETRY)?;
         hits.iter()
-            .map(|&(_, p, pos)| {
-                let rec = topic.partitions[p as usize]
-                    .read_at(pos)
-                    .ok_or_else(|| PortError::internal("the log lost an indexed reading"))?;
+            // A reading retention deleted after the index was read is simply gone.
+            .filter_map(|&(_, p, pos)| topic.partitions[p as usize].read_at(pos))
+            .map(|rec| {
                 serde_json::from_slice(&rec.value)
                     .map_err(|e| PortError::internal(format!("corrupt reading: {e}")))
             })
