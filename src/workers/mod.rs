@@ -84,7 +84,7 @@ pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// Deletes what is older than `keep` (and consumed) every [`RETENTION_EVERY`].
 async fn run_retention(
-    retention: Arc<iotstream_backends::log::LogRetention>,
+    retention: Arc<iotstream_backends::retention::Retention>,
     keep: Duration,
     shutdown: watch::Receiver<bool>,
 ) {

@@ -34,7 +34,7 @@ pub struct Backends {
     pub cache: Arc<dyn Cache>,
     /// Retention of the embedded log (the real engines have their own: Kafka retention,
     /// Cosmos DB TTL).
-    pub retention: Option<Arc<crate::log::LogRetention>>,
+    pub retention: Option<Arc<crate::retention::Retention>>,
 }
 
 /// Backend URLs; `None` (or `"embedded"`) selects the embedded engine.
@@ -160,9 +160,10 @@ pub async fn connect(data_dir: &Path, urls: &BackendUrls) -> Result<Backends, Po
     // The embedded telemetry store lives in the bus's `telemetry` log: one write stores and
     // publishes a reading.
     let store = Arc::new(LogTelemetryStore::open(bus.clone())?);
-    let retention = Arc::new(crate::log::LogRetention {
+    let retention = Arc::new(crate::retention::Retention {
         bus: bus.clone(),
         store: store.clone(),
+        results: (*results).clone(),
     });
     Ok(Backends {
         retention: Some(retention),

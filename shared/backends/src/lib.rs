@@ -17,6 +17,7 @@ pub mod embedded;
 mod error;
 pub mod faults;
 pub mod log;
+pub mod retention;
 pub mod semantics;
 mod split;
 mod sqlite;

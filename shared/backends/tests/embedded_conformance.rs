@@ -421,3 +421,59 @@ async fn retention_deletes_old_analysed_segments_and_nothing_else() {
         kept_before_reopen
     );
 }
+
+/// Pruning the results database deletes only what is finished and old: old aggregates, old
+/// resolved alerts, old delivered deliveries; never open alerts or pending deliveries.
+#[tokio::test]
+async fn results_prune_deletes_only_finished_old_rows() {
+    use iotstream_core::ports::{Outbox, ResultsStore};
+    let dir = TempDir::new().unwrap();
+    let results = EmbeddedResults::open(dir.path()).await.unwrap();
+    let d = unique_device("prune");
+    let agg = |ws: i64| iotstream_core::Aggregate {
+        device_id: d.clone(),
+        metric: "t".into(),
+        window_start: Ts(ws),
+        window_ms: 60_000,
+        count: 1,
+        min: 1.0,
+        max: 1.0,
+        sum: 1.0,
+    };
+    results.upsert_aggregates(&[agg(0), agg(600_000)]).await.unwrap();
+    let old_resolved = alert("old-resolved", &d, 1_000, 85.0);
+    let old_open = alert("old-open", &d, 2_000, 85.0);
+    let new_resolved = alert("new-resolved", &d, 900_000, 85.0);
+    let mut events = Vec::new();
+    for a in [&old_resolved, &old_open, &new_resolved] {
+        events.push(event(AlertEventKind::Opened, a, a.opened_at.millis(), 85.0));
+    }
+    events.push(event(AlertEventKind::Resolved, &old_resolved, 3_000, 70.0));
+    events.push(event(AlertEventKind::Resolved, &new_resolved, 901_000, 70.0));
+    results.apply_alert_events(&events).await.unwrap();
+    results.enqueue(&events[..2], Ts(1_000)).await.unwrap();
+    results
+        .mark_delivered(std::slice::from_ref(&events[0].id), Ts(1_500))
+        .await
+        .unwrap();
+
+    let deleted = results.prune(Ts(500_000)).await.unwrap();
+    assert_eq!(deleted, 3, "one aggregate, one resolved alert, one delivered row");
+    let series = results
+        .series(&d, "t", Ts(0), Ts(1_000_000), 60_000)
+        .await
+        .unwrap();
+    assert_eq!(series.iter().map(|p| p.ts).collect::<Vec<_>>(), vec![Ts(600_000)]);
+    assert!(results.alert("old-resolved").await.unwrap().is_none());
+    assert!(
+        results.alert("old-open").await.unwrap().is_some(),
+        "open alerts stay"
+    );
+    assert!(results.alert("new-resolved").await.unwrap().is_some());
+    let due = results.due(Ts(i64::MAX / 2), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![events[1].id.as_str()],
+        "pending stays"
+    );
+}

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS aggregates (
     sum          REAL NOT NULL,
     PRIMARY KEY (device_id, metric, window_start)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aggregates_by_window ON aggregates (window_start);
 
 -- Latest known state per device; metrics is a JSON object merged with json_patch.
 CREATE TABLE IF NOT EXISTS latest (

@@ -11,8 +11,8 @@
 //! it survives kill -9 and power loss, on `Err` nothing of it was applied. Read-modify-write
 //! transactions start with `BEGIN IMMEDIATE`, so several processes may share the file.
 //!
-//! **Limits.** One writer at a time. Delivered and dead outbox rows, resolved alerts and old
-//! aggregates are kept until a retention job (not written yet) deletes them.
+//! **Limits.** One writer at a time. Old aggregates, resolved alerts and finished outbox rows
+//! stay until [`EmbeddedResults::prune`] (run by retention) deletes them.
 
 mod outbox;
 mod store;
@@ -40,6 +40,30 @@ impl EmbeddedResults {
         Ok(EmbeddedResults {
             db: Db::open(&data_dir.join("results.db"), SCHEMA, 4).await?,
         })
+    }
+}
+
+impl EmbeddedResults {
+    /// Retention: deletes aggregates whose window started, resolved alerts opened, and delivered
+    /// or dead-lettered webhook rows finished before `cutoff`. Pending deliveries, open alerts,
+    /// latest state, devices and checkpoints are never pruned. Returns the rows deleted.
+    pub async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
+        let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM aggregates WHERE window_start < ?",
+            "DELETE FROM alerts WHERE state = 'resolved' AND opened_at < ?",
+            "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND finished_at < ?",
+        ] {
+            n += sqlx::query(sql)
+                .bind(cutoff.millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(n)
     }
 }
 
