@@ -42,6 +42,7 @@ pub async fn spawn(
         None => Engine::new(cfg.rules.clone()),
     };
     let every = cfg.checkpoint_every;
+    let mut interval = every;
     Ok(tokio::spawn(async move {
         let mut engine = engine;
         let mut dirty = false;
@@ -71,10 +72,14 @@ pub async fn spawn(
                     tokio::time::sleep(POLL_WAIT).await;
                 }
             }
-            if dirty && last.elapsed() >= every {
+            if dirty && last.elapsed() >= interval {
+                let started = Instant::now();
                 if checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await {
                     dirty = false;
                 }
+                // Checkpoints of a large state (tens of MB at 10,000s of devices) take a while:
+                // space them so they cost at most ~5 % of analyze's time; a crash replays more.
+                interval = every.max(started.elapsed() * 20);
                 last = Instant::now();
             }
             if stopping(&shutdown) {
