@@ -68,16 +68,8 @@ async fn a_reading_over_the_threshold_reaches_the_webhook_signed_and_acks_follow
     // A device added by the CLI while `up` runs can send at once.
     let (ok, _, _) = cli(dir.path(), &["devices", "add", "pump-1"]);
     assert!(ok);
-    let (_, token, _) = cli(dir.path(), &["devices", "token", "pump-1"]);
-    let r = server
-        .client
-        .post(format!("{}/api/telemetry", server.url))
-        .header("Authorization", token.trim())
-        .json(&json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let hot = json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}});
+    assert_eq!(server.send_as("pump-1", &hot).await, 202);
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while receiver.hooks().is_empty() {

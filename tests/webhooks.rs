@@ -11,16 +11,8 @@ use serde_json::json;
 async fn overheat(server: &Server) {
     let (ok, _, err) = cli(&server.data_dir, &["devices", "add", "pump-1"]);
     assert!(ok, "{err}");
-    let (_, token, _) = cli(&server.data_dir, &["devices", "token", "pump-1"]);
-    let r = server
-        .client
-        .post(format!("{}/api/telemetry", server.url))
-        .header("Authorization", token.trim())
-        .json(&json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let hot = json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}});
+    assert_eq!(server.send_as("pump-1", &hot).await, 202);
 }
 
 #[tokio::test(flavor = "multi_thread")]

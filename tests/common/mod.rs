@@ -101,6 +101,20 @@ impl Server {
         }
     }
 
+    /// Sends `body` as `device`, with a token from the CLI; returns the HTTP status.
+    pub async fn send_as(&self, device: &str, body: &Value) -> u16 {
+        let (_, token, _) = cli(&self.data_dir, &["devices", "token", device]);
+        let r = self
+            .client
+            .post(format!("{}/api/telemetry", self.url))
+            .header("Authorization", token.trim())
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
@@ -211,7 +225,8 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: axum::bod
             .unwrap_or("")
             .to_owned()
     };
-    let signature_ok = h("x-iotstream-signature") == iotstream_notify::sign(SECRET.as_bytes(), &body);
+    let signature_ok =
+        h("x-iotstream-signature") == iotstream_core::model::webhook_signature(SECRET.as_bytes(), &body);
     let hook = Hook {
         event: h("x-iotstream-event"),
         delivery: h("x-iotstream-delivery"),

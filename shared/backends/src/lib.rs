@@ -2,7 +2,7 @@
 //!
 //! * [`embedded`]: SQLite files under a data directory ([`EmbeddedBus`],
 //!   [`EmbeddedTelemetryStore`], [`EmbeddedResults`]) and the in-process [`MemoryCache`].
-//! * [`webhook`]: the HTTP [`WebhookNotifier`] and [`sign_body`].
+//! * [`webhook`]: the HTTP [`WebhookNotifier`].
 //! * [`connect`](mod@connect): picks the engine for each port from its URL, in one place.
 //! * [`conformance`]: one behaviour suite per port, written once and run against every engine
 //!   (always compiled, so other crates and later engines can call it from their tests).
@@ -29,4 +29,4 @@ pub use embedded::{EmbeddedBus, EmbeddedResults, EmbeddedTelemetryStore};
 pub use faults::{Faults, Faulty};
 pub use log::{LogBus, LogTelemetryStore};
 pub use split::SplitSink;
-pub use webhook::{WebhookNotifier, sign_body};
+pub use webhook::WebhookNotifier;

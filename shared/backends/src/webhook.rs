@@ -8,12 +8,10 @@
 //! put into error messages; errors also omit the URL (it may carry a token).
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
 use iotstream_core::ports::{Notifier, PortResult, WebhookRequest};
 use iotstream_core::{PortError, PortErrorKind};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use sha2::Sha256;
 use std::time::Duration;
 
 /// Per-request timeout of [`WebhookNotifier::new`].
@@ -21,20 +19,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `User-Agent` of webhook requests.
 pub const USER_AGENT: &str = concat!("iotstream/", env!("CARGO_PKG_VERSION"));
-
-/// `sha256=<lowercase hex of HMAC-SHA256(secret, body)>`, the `X-Iotstream-Signature` value.
-pub fn sign_body(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256=");
-    for b in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    out
-}
 
 /// Posts webhook requests to one URL.
 ///
@@ -136,15 +120,6 @@ impl Notifier for WebhookNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signs_like_rfc_4231_case_2() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        assert_eq!(
-            sign_body(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
 
     #[test]
     fn statuses_map_to_kinds() {

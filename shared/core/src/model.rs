@@ -126,7 +126,8 @@ impl AlertEvent {
         }
     }
 
-    /// The webhook body of CONTRACT §4: `{"event": ..., "alert": {...}}`.
+    /// The webhook body of CONTRACT §4: `{"event": ..., "alert": {...}}`; signed with
+    /// [`webhook_signature`].
     pub fn webhook_body(&self) -> serde_json::Value {
         serde_json::json!({ "event": self.event, "alert": self.alert })
     }
@@ -181,5 +182,26 @@ impl Insight {
             Insight::Aggregate(a) => &a.device_id,
             Insight::Latest(l) => &l.device_id,
         }
+    }
+}
+
+/// `sha256=<lowercase hex of HMAC-SHA256(secret, body)>`: the `X-Iotstream-Signature` value
+/// (CONTRACT §4), computed over the raw body bytes.
+pub fn webhook_signature(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", crate::reading::hex(&mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_webhook_signature_is_lowercase_hex_hmac_of_the_raw_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            super::webhook_signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

@@ -3,7 +3,6 @@
 use super::{metrics, unique, unique_device};
 use iotstream_core::ports::TelemetryStore;
 use iotstream_core::{DeviceId, Reading, Ts};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Runs every telemetry store check, each on fresh devices.
@@ -16,8 +15,8 @@ pub async fn run(store: Arc<dyn TelemetryStore>) {
 
 /// A unique reading id shaped like real ones: 32 lowercase hex characters.
 pub fn reading_id() -> String {
-    let digest = Sha256::digest(unique("r").as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let device = DeviceId::parse("ids").expect("valid id");
+    iotstream_core::reading::reading_key(&device, Some(&unique("r")), Ts(0), &Default::default())
 }
 
 /// A reading with a unique id.
