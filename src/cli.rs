@@ -34,6 +34,9 @@ pub enum Command {
         /// Rules file (TOML); built-in defaults when unset.
         #[arg(long, env = "IOTSTREAM_RULES")]
         rules: Option<std::path::PathBuf>,
+        /// Also write each reading's anomaly score (0-1) per metric.
+        #[arg(long)]
+        scores: bool,
     },
 }
 

@@ -48,11 +48,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => up(cli.up).await,
         Some(Command::Up(args)) => up(args).await,
         Some(Command::Devices(args)) => devices_cmd(args.command).await,
-        Some(Command::Replay { file, rules }) => {
+        Some(Command::Replay { file, rules, scores }) => {
             let rules = load_rules(rules.as_deref())?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            replay::run(&file, rules, &mut out)?;
+            replay::run(&file, rules, scores, &mut out)?;
             std::io::Write::flush(&mut out)?;
             Ok(())
         }

@@ -10,16 +10,17 @@
 //! same readings in the same per-device order.
 
 use anyhow::{Context, bail};
-use iotstream_core::engine::Engine;
+use iotstream_core::engine::{Engine, Output};
 use iotstream_core::reading::{BodyFormat, Limits, parse_body};
 use iotstream_core::rules::Rules;
-use iotstream_core::{Aggregate, Insight, Reading, Ts};
-use std::collections::BTreeMap;
+use iotstream_core::{Reading, Ts};
 use std::io::{BufRead, Write};
 
-const BATCH: usize = 10_000;
+/// Silence is judged on event time in a replay: the clock is the newest ts read so far, and
+/// the engine ticks whenever it moves on by this much.
+const TICK_MS: i64 = 1_000;
 
-pub fn run(path: &std::path::Path, rules: Rules, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(path: &std::path::Path, rules: Rules, scores: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = std::io::BufReader::new(file).lines().enumerate().peekable();
     let csv_header = match lines.peek() {
@@ -30,24 +31,11 @@ pub fn run(path: &std::path::Path, rules: Rules, out: &mut dyn Write) -> anyhow:
         lines.next();
     }
     let mut engine = Engine::new(rules);
-    let mut aggregates: BTreeMap<(String, String, i64), Aggregate> = BTreeMap::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut flush = |batch: &mut Vec<Reading>, out: &mut dyn Write| -> anyhow::Result<()> {
-        let result = engine.process(batch);
-        batch.clear();
-        for e in result.alerts {
-            writeln!(out, "{}", serde_json::to_string(&e)?)?;
-        }
-        for i in result.insights {
-            if let Insight::Aggregate(a) = i {
-                aggregates.insert(
-                    (a.device_id.to_string(), a.metric.clone(), a.window_start.millis()),
-                    a,
-                );
-            }
-        }
-        Ok(())
-    };
+    if scores {
+        engine = engine.with_scores();
+    }
+    let mut clock = i64::MIN;
+    let mut ticked = i64::MIN;
     for (n, line) in lines {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
         if line.trim().is_empty() {
@@ -58,14 +46,42 @@ pub fn run(path: &std::path::Path, rules: Rules, out: &mut dyn Write) -> anyhow:
             None => parse_one(line.as_bytes()),
         }
         .with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        batch.push(reading);
-        if batch.len() == BATCH {
-            flush(&mut batch, out)?;
+        clock = clock.max(reading.ts.millis());
+        if ticked == i64::MIN {
+            ticked = clock;
         }
+        if clock - ticked >= TICK_MS {
+            ticked = clock;
+            write_output(&tick_events(engine.tick(Ts(clock))), out)?;
+        }
+        write_output(&engine.process(std::slice::from_ref(&reading), Ts(clock)), out)?;
     }
-    flush(&mut batch, out)?;
-    for a in aggregates.into_values() {
-        writeln!(out, "{}", serde_json::to_string(&Insight::Aggregate(a))?)?;
+    write_output(&engine.finish(), out)?;
+    Ok(())
+}
+
+/// A tick's alerts and late readings; its partial windows and latest states are for live
+/// dashboards, and the replay ends with the final ones instead.
+fn tick_events(mut out: Output) -> Output {
+    out.insights.retain(|i| {
+        matches!(
+            i,
+            iotstream_core::Insight::Late(_) | iotstream_core::Insight::Forecast(_)
+        )
+    });
+    out
+}
+
+/// One output in the order the engine produced it: alerts, then insights, then scores.
+fn write_output(o: &Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    for e in &o.alerts {
+        writeln!(out, "{}", serde_json::to_string(e)?)?;
+    }
+    for i in &o.insights {
+        writeln!(out, "{}", serde_json::to_string(i)?)?;
+    }
+    for s in &o.scores {
+        writeln!(out, "{}", serde_json::to_string(s)?)?;
     }
     Ok(())
 }
@@ -138,7 +154,7 @@ mod tests {
         let path = dir.path().join("in");
         std::fs::write(&path, text).unwrap();
         let mut out = Vec::new();
-        run(&path, Rules::from_toml(rules).unwrap(), &mut out).unwrap();
+        run(&path, Rules::from_toml(rules).unwrap(), true, &mut out).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
@@ -154,12 +170,58 @@ mod tests {
         let out = replay(csv, RULE);
         let events: Vec<&str> = out.iter().filter_map(|v| v["event"].as_str()).collect();
         assert_eq!(events, vec!["alert.opened", "alert.resolved"]);
-        let agg = out.iter().find(|v| v["kind"] == "aggregate").unwrap();
+        let agg = out
+            .iter()
+            .find(|v| v["kind"] == "aggregate" && v["windowMs"] == 60_000)
+            .unwrap();
         assert_eq!(
-            (agg["count"].as_u64(), agg["max"].as_f64()),
-            (Some(3), Some(85.0))
+            (
+                agg["count"].as_u64(),
+                agg["max"].as_f64(),
+                agg["partial"].as_bool()
+            ),
+            (Some(3), Some(85.0), Some(true))
         );
         assert_eq!(agg["deviceId"], "replay");
+        let scores: Vec<&serde_json::Value> = out.iter().filter(|v| v.get("score").is_some()).collect();
+        assert_eq!(scores.len(), 3, "one score per reading and metric");
+        assert_eq!(
+            (
+                scores[1]["deviceId"].as_str(),
+                scores[1]["metric"].as_str(),
+                scores[1]["value"].as_f64()
+            ),
+            (Some("replay"), Some("value"), Some(85.0))
+        );
+        assert!(
+            scores
+                .iter()
+                .all(|s| (0.0..=1.0).contains(&s["score"].as_f64().unwrap()))
+        );
+    }
+
+    #[test]
+    fn replay_output_is_byte_identical_across_runs_and_flags_a_spike() {
+        let mut csv = String::from("timestamp,value\n");
+        for i in 0..200i64 {
+            let v = if i == 150 {
+                140.0
+            } else {
+                50.0 + ((i * 7919) % 13) as f64 / 13.0
+            };
+            csv.push_str(&format!("{},{v}\n", 1_767_225_600_000 + i * 10_000));
+        }
+        let a = replay(&csv, "");
+        assert_eq!(a, replay(&csv, ""));
+        let score = a
+            .iter()
+            .find(|v| v.get("score").is_some() && v["value"] == 140.0)
+            .unwrap();
+        assert!(score["score"].as_f64().unwrap() > 0.99, "{score}");
+        assert!(
+            a.iter()
+                .any(|v| v["event"] == "alert.opened" && v["alert"]["kind"] == "spike")
+        );
     }
 
     #[test]
@@ -179,7 +241,7 @@ mod tests {
             format!("{nd}{{\"deviceId\":\"a b\",\"metrics\":{{\"value\":1}}}}\n"),
         )
         .unwrap();
-        let err = run(&path, Rules::from_toml(RULE).unwrap(), &mut Vec::new()).unwrap_err();
+        let err = run(&path, Rules::from_toml(RULE).unwrap(), false, &mut Vec::new()).unwrap_err();
         assert!(format!("{err:#}").contains("bad.ndjson:2"), "{err:#}");
         assert!(parse_csv_time("yesterday").is_err());
     }

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 const DEVICES: usize = 4;
-const RULES: &str = "[[rules]]\nname='overheat'\nmetric='temperature'\nabove=80.0\nclear=75.0\nfor='0s'\nseverity='critical'\n";
+/// Flap suppression off (it would hold the alternating alerts open), built-in detectors on.
+const RULES: &str = "[settings]\nflap_max=1000000\n[[rules]]\nname='overheat'\nmetric='temperature'\nabove=80.0\nclear=75.0\nfor='0s'\nseverity='critical'\n";
 
 /// Reading `i` of a device: alternating runs of 7 hot and 5 cool readings, one second apart in
 /// event time, so alerts open and resolve many times.
@@ -191,7 +192,7 @@ async fn verify(server: &Server, senders: &[Sender], start: i64, total: usize, r
             })
             .collect();
         for e in engine
-            .process(&readings)
+            .process(&readings, iotstream_core::Ts(0))
             .alerts
             .into_iter()
             .filter(|e| e.event != iotstream_core::AlertEventKind::Updated)

@@ -5,7 +5,7 @@
 use super::{BATCH, POLL_WAIT, retry_until_ok, stopping};
 use crate::app::{AppState, Config};
 use anyhow::Context;
-use iotstream_analyze::{Input, evaluate, publish};
+use iotstream_analyze::{Input, evaluate, publish, tick};
 use iotstream_core::engine::Engine;
 use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer};
 use iotstream_core::{groups, topics};
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const CHECKPOINT: &str = "analyze";
+/// How often the engine's processing-time work runs (silence, partial windows, latest state).
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn spawn(
     state: &Arc<AppState>,
@@ -47,6 +49,7 @@ pub async fn spawn(
         let mut engine = engine;
         let mut dirty = false;
         let mut last = Instant::now();
+        let mut ticked = Instant::now();
         // Input rate, smoothed over recent batches: decides how long a small batch may linger.
         let (mut rate, mut polled_at) = (0.0f64, Instant::now());
         loop {
@@ -60,7 +63,7 @@ pub async fn spawn(
             rate = 0.8 * rate + 0.2 * (n / elapsed);
             match batch {
                 Ok(records) if !records.is_empty() => {
-                    let out = evaluate(&Input::decode(&records), &mut engine);
+                    let out = evaluate(&Input::decode(&records), &mut engine, crate::app::now());
                     if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
                         return; // state now includes an unpublished batch: do not checkpoint it
                     }
@@ -72,7 +75,17 @@ pub async fn spawn(
                     tokio::time::sleep(POLL_WAIT).await;
                 }
             }
-            if dirty && last.elapsed() >= interval {
+            let checkpoint_due = dirty && last.elapsed() >= interval;
+            if ticked.elapsed() >= TICK || checkpoint_due {
+                // Before a checkpoint too: what the checkpoint covers has been emitted.
+                let out = tick(&mut engine, crate::app::now());
+                ticked = Instant::now();
+                if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
+                    return;
+                }
+                dirty |= !out.alerts.is_empty();
+            }
+            if checkpoint_due {
                 let started = Instant::now();
                 if checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await {
                     dirty = false;
@@ -86,7 +99,8 @@ pub async fn spawn(
                 break;
             }
         }
-        if dirty {
+        let out = tick(&mut engine, crate::app::now());
+        if publish(&out, bus.as_ref()).await.is_ok() && (dirty || !out.alerts.is_empty()) {
             checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await;
         }
     }))

@@ -12,7 +12,7 @@
 
 use iotstream_core::engine::{Engine, Stats};
 use iotstream_core::ports::{Delivered, EventBus, Record};
-use iotstream_core::{PortError, Reading, topics};
+use iotstream_core::{PortError, Reading, Ts, topics};
 
 pub use iotstream_core::engine::Output as EngineOutput;
 
@@ -43,9 +43,18 @@ impl Input {
     }
 }
 
-/// Runs the engine over the batch. Pure apart from the engine state it advances.
-pub fn evaluate(input: &Input, engine: &mut Engine) -> EngineOutput {
-    let out = engine.process(&input.readings);
+/// Runs the engine over the batch that arrived at `now`. Pure apart from the engine state it
+/// advances.
+pub fn evaluate(input: &Input, engine: &mut Engine, now: Ts) -> EngineOutput {
+    let out = engine.process(&input.readings, now);
+    record_stats(&out.stats);
+    out
+}
+
+/// The engine's processing-time work (silence, idle reorder buffers, partial windows, latest
+/// state): run about once a second and before every checkpoint.
+pub fn tick(engine: &mut Engine, now: Ts) -> EngineOutput {
+    let out = engine.tick(now);
     record_stats(&out.stats);
     out
 }
@@ -82,6 +91,6 @@ pub async fn publish(out: &EngineOutput, bus: &dyn EventBus) -> Result<(), PortE
 fn record_stats(s: &Stats) {
     metrics::counter!("iotstream_analyze_readings_total").increment(s.processed);
     metrics::counter!("iotstream_analyze_duplicates_total").increment(s.duplicates);
-    metrics::counter!("iotstream_analyze_out_of_order_total").increment(s.out_of_order);
     metrics::counter!("iotstream_analyze_late_total").increment(s.late);
+    metrics::counter!("iotstream_analyze_reordered_total").increment(s.out_of_order);
 }

@@ -28,13 +28,18 @@ pub struct Insights {
 
 impl Insights {
     pub fn decode(records: &[Delivered]) -> Insights {
-        let mut aggs: HashMap<(String, String, i64), usize> = HashMap::new();
+        let mut aggs: HashMap<(String, String, i64, i64), usize> = HashMap::new();
         let mut latest: HashMap<String, usize> = HashMap::new();
         let mut out = Insights::default();
         for r in records {
             match serde_json::from_slice::<Insight>(&r.value) {
                 Ok(Insight::Aggregate(a)) => {
-                    let key = (a.device_id.to_string(), a.metric.clone(), a.window_start.millis());
+                    let key = (
+                        a.device_id.to_string(),
+                        a.metric.clone(),
+                        a.window_ms,
+                        a.window_start.millis(),
+                    );
                     match aggs.get(&key) {
                         Some(&i) => out.aggregates[i] = a,
                         None => {
@@ -50,6 +55,10 @@ impl Insights {
                         out.latest.push(l);
                     }
                 },
+                // Forecasts and late readings are for live consumers of the insights topic
+                // (and replay); the results database keeps aggregates and latest state.
+                Ok(Insight::Forecast(_)) => metrics::counter!("iotstream_forecasts_total").increment(1),
+                Ok(Insight::Late(_)) => metrics::counter!("iotstream_late_readings_total").increment(1),
                 Err(e) => poison(r, &e),
             }
         }

@@ -430,16 +430,7 @@ async fn results_prune_deletes_only_finished_old_rows() {
     let dir = TempDir::new().unwrap();
     let results = EmbeddedResults::open(dir.path()).await.unwrap();
     let d = unique_device("prune");
-    let agg = |ws: i64| iotstream_core::Aggregate {
-        device_id: d.clone(),
-        metric: "t".into(),
-        window_start: Ts(ws),
-        window_ms: 60_000,
-        count: 1,
-        min: 1.0,
-        max: 1.0,
-        sum: 1.0,
-    };
+    let agg = |ws: i64| conformance::results::agg(&d, "t", ws, 1, 1.0, 1.0, 1.0);
     results.upsert_aggregates(&[agg(0), agg(600_000)]).await.unwrap();
     let old_resolved = alert("old-resolved", &d, 1_000, 85.0);
     let old_open = alert("old-open", &d, 2_000, 85.0);

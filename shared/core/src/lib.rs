@@ -17,7 +17,10 @@ pub mod ts;
 
 pub use device::DeviceId;
 pub use error::{FieldError, PortError, PortErrorKind};
-pub use model::{Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, Insight, LatestState, Severity};
+pub use model::{
+    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, Evidence, Forecast, Insight, LateReading,
+    LatestState, Severity,
+};
 pub use reading::{MetricName, Reading};
 pub use ts::Ts;
 

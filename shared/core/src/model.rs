@@ -76,6 +76,34 @@ pub struct Alert {
     /// open updates the alert (`alert.updated` on the alerts topic) instead of opening another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak: Option<f64>,
+    /// Which detector raised it: `threshold` (a `[[rules]]` entry), `spike`, `level_shift`,
+    /// `rate`, `flatline` or `silence`.
+    #[serde(default = "threshold_kind")]
+    pub kind: String,
+    /// What the detector saw when it opened the alert (and, once resolved, when it resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+fn threshold_kind() -> String {
+    "threshold".into()
+}
+
+/// The numbers behind an alert, so an operator can judge it without opening a dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// The value that triggered the transition.
+    pub value: f64,
+    /// What the detector expected instead (baseline level, previous level, reference value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// How anomalous, 0..1 (0.5 at the detector's threshold).
+    pub score: f64,
+    /// The detector's own statistic: robust z-score (spike), CUSUM sum in standard deviations
+    /// (level_shift), change per period (rate), seconds unchanged (flatline), seconds without
+    /// data (silence), seconds in breach (threshold).
+    pub statistic: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -133,8 +161,9 @@ impl AlertEvent {
     }
 }
 
-/// A per-device, per-metric window aggregate. Re-emitted as the window fills (upsert by
-/// device, metric, window start), final once the window is past the allowed lateness.
+/// A per-device, per-metric window aggregate, keyed by (device, metric, window size, window
+/// start). Emitted final when the device's clock passes the window's end, and as `partial`
+/// while it fills (at most once a second): sinks upsert by key, so the final one wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Aggregate {
@@ -142,10 +171,26 @@ pub struct Aggregate {
     pub metric: String,
     pub window_start: Ts,
     pub window_ms: i64,
+    /// How far consecutive windows of this kind start apart: `window_ms` for tumbling windows.
+    #[serde(default)]
+    pub hop_ms: i64,
     pub count: u64,
     pub min: f64,
     pub max: f64,
     pub sum: f64,
+    /// Population standard deviation.
+    #[serde(default)]
+    pub stddev: f64,
+    /// Quantiles from a mergeable sketch, within 2 % of a true value of that rank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    /// The window is still open: a later emission replaces this one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Aggregate {
@@ -168,12 +213,49 @@ pub struct LatestState {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// A trend forecast: a threshold rule's metric is heading for its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forecast {
+    pub device_id: DeviceId,
+    pub metric: String,
+    pub rule: String,
+    pub threshold: f64,
+    /// The trend's current level (smoothed value) and slope per minute.
+    pub value: f64,
+    pub slope_per_minute: f64,
+    /// When the trend crosses the threshold, and how long from `at` that is.
+    pub eta: Ts,
+    pub eta_seconds: i64,
+    /// Event time of the reading that made the forecast.
+    pub at: Ts,
+    /// Goodness of the linear fit over the recent readings (0..1).
+    pub r_squared: f64,
+    pub message: String,
+}
+
+/// A reading that came later than the allowed lateness: not analysed, kept in the telemetry
+/// store and reported here (the late output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LateReading {
+    pub device_id: DeviceId,
+    pub reading_id: String,
+    pub ts: Ts,
+    /// The metrics that were too late (a reading can be late for some metrics only).
+    pub metrics: Vec<String>,
+    /// The device's watermark when it arrived: readings older than this are late.
+    pub watermark: Ts,
+}
+
 /// What analyze publishes on the `insights` topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Insight {
     Aggregate(Aggregate),
     Latest(LatestState),
+    Forecast(Forecast),
+    Late(LateReading),
 }
 
 impl Insight {
@@ -181,6 +263,8 @@ impl Insight {
         match self {
             Insight::Aggregate(a) => &a.device_id,
             Insight::Latest(l) => &l.device_id,
+            Insight::Forecast(f) => &f.device_id,
+            Insight::Late(l) => &l.device_id,
         }
     }
 }

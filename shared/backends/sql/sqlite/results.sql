@@ -9,19 +9,27 @@ CREATE TABLE IF NOT EXISTS devices (
     removed    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
--- Window aggregates, upserted by (device, metric, window start).
-CREATE TABLE IF NOT EXISTS aggregates (
+-- Window aggregates, upserted by (device, metric, window size, window start): tumbling
+-- windows have hop_ms = window_ms, hopping ones a smaller hop. Series read the finest tumbling
+-- kind. (Before windows had kinds, the table was `aggregates`, keyed without the size.)
+DROP TABLE IF EXISTS aggregates;
+CREATE TABLE IF NOT EXISTS window_aggregates (
     device_id    TEXT NOT NULL,
     metric       TEXT NOT NULL,
-    window_start INTEGER NOT NULL,
     window_ms    INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    hop_ms       INTEGER NOT NULL,
     count        INTEGER NOT NULL,
     min          REAL NOT NULL,
     max          REAL NOT NULL,
     sum          REAL NOT NULL,
-    PRIMARY KEY (device_id, metric, window_start)
+    stddev       REAL NOT NULL,
+    p50          REAL,
+    p95          REAL,
+    p99          REAL,
+    PRIMARY KEY (device_id, metric, window_ms, window_start)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS aggregates_by_window ON aggregates (window_start);
+CREATE INDEX IF NOT EXISTS window_aggregates_by_window ON window_aggregates (window_start);
 
 -- Latest known state per device; metrics is a JSON object merged with json_patch.
 CREATE TABLE IF NOT EXISTS latest (

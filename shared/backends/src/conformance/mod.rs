@@ -92,6 +92,8 @@ pub fn alert(id: &str, device: &DeviceId, opened_at: i64, value: f64) -> Alert {
         message: "temperature above 80".into(),
         recommendation: "check the cooling".into(),
         peak: None,
+        kind: "threshold".into(),
+        evidence: None,
     }
 }
 

@@ -24,16 +24,22 @@ pub async fn run(results: Arc<dyn ResultsStore>, outbox: Arc<dyn Outbox>) {
     updates_keep_the_most_extreme_peak_of_open_alerts(&*results).await;
 }
 
-fn agg(device: &DeviceId, metric: &str, ws: i64, count: u64, min: f64, max: f64, sum: f64) -> Aggregate {
+pub fn agg(device: &DeviceId, metric: &str, ws: i64, count: u64, min: f64, max: f64, sum: f64) -> Aggregate {
     Aggregate {
         device_id: device.clone(),
         metric: metric.into(),
         window_start: Ts(ws),
         window_ms: 60_000,
+        hop_ms: 60_000,
         count,
         min,
         max,
         sum,
+        stddev: 0.0,
+        p50: Some(min),
+        p95: None,
+        p99: None,
+        partial: false,
     }
 }
 

@@ -1,46 +1,75 @@
 //! The analysis engine: per-device state machines over readings in event time.
 //!
 //! `Engine::process` takes a batch of readings (in bus order, so per-device arrival order) and
-//! returns insights and alert transitions. It is deterministic: the same state and input give the
-//! same output, byte for byte, which is what makes checkpoint/replay and `iotstream replay` exact.
+//! returns insights, alert transitions and, when asked, anomaly scores. It is deterministic:
+//! the same state and input give the same output, byte for byte, whatever the batching, which
+//! is what makes checkpoint/restore and `iotstream replay` exact. Only [`Engine::tick`] looks
+//! at processing time (silence, idle reorder buffers, partial windows).
 //!
 //! Rules for time, stated once:
-//! - Event time is per device: a device's clock is the newest `ts` seen from it.
-//! - A reading older than the newest one already evaluated for the same metric is *out of
-//!   order*: it still counts in its window's aggregate while that window is open (newest ts minus
-//!   `allowed_lateness`), but it never changes alert state or latest state, because an older
-//!   reading cannot tell us anything about *now*. Readings whose window is already closed are
-//!   counted as `late` and dropped from aggregates (they stay in the telemetry store).
+//! - Event time is per device. With `allowed_lateness` L > 0 a device's readings wait in a
+//!   reorder buffer until the device's newest ts minus L (its watermark) passes them, and are
+//!   analysed in ts order; readings older than the watermark when they arrive are *late*. With
+//!   L = 0 (the default) nothing waits, and a value older than its metric's newest is late.
+//! - Late readings are counted, published as `late` insights and stay in the telemetry store;
+//!   they change no window and no alert.
+//! - Windows close when a value at or past their end arrives, and are emitted final then.
 //! - Re-sent readings (same reading id within the device's last [`DEDUP_WINDOW`] ids) are skipped.
 
+mod alerting;
+mod codec;
+pub mod detect;
+mod detectors;
+pub mod sketch;
+mod slot;
 mod state;
 mod threshold;
+mod window;
 
 use crate::model::{AlertEvent, Insight};
 use crate::reading::Reading;
 use crate::rules::Rules;
+use crate::{DeviceId, Ts};
+pub use alerting::alert_id;
+use serde::Serialize;
 pub use state::EngineState;
 
 /// How many recent reading ids per device are remembered to drop redelivered duplicates.
 pub const DEDUP_WINDOW: usize = 64;
+/// First byte of a checkpoint: the encoding's version.
+const SNAPSHOT_VERSION: u8 = 2;
 
-/// What one call to [`Engine::process`] produced.
+/// What one call produced.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Output {
     pub insights: Vec<Insight>,
     pub alerts: Vec<AlertEvent>,
+    /// Per analysed value, when scoring is on ([`Engine::with_scores`]).
+    pub scores: Vec<Score>,
     pub stats: Stats,
+}
+
+/// The anomaly score of one value: `iotstream replay --scores` prints these.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Score {
+    pub ts: Ts,
+    pub device_id: DeviceId,
+    pub metric: String,
+    pub value: f64,
+    /// 0..1: the largest of the detectors' scores (0.5 at a detector's threshold).
+    pub score: f64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
-    /// Readings evaluated.
+    /// Readings accepted for analysis (not re-sends).
     pub processed: u64,
     /// Readings skipped as re-sends.
     pub duplicates: u64,
-    /// Readings older than their metric's newest evaluated reading (aggregated, not alerted on).
+    /// Readings that arrived out of order and were re-sorted by the reorder buffer.
     pub out_of_order: u64,
-    /// Readings whose window had closed: not aggregated.
+    /// Readings (or some of their metrics) too late to analyse.
     pub late: u64,
 }
 
@@ -48,6 +77,7 @@ pub struct Stats {
 pub struct Engine {
     rules: Rules,
     state: EngineState,
+    scoring: bool,
 }
 
 impl Engine {
@@ -55,20 +85,61 @@ impl Engine {
         Engine {
             rules,
             state: EngineState::default(),
+            scoring: false,
         }
     }
 
-    /// Restores an engine from a [`Engine::snapshot`]; state of rules that no longer exist is dropped.
-    pub fn restore(rules: Rules, snapshot: &[u8]) -> Result<Self, String> {
-        let mut state: EngineState =
-            serde_json::from_slice(snapshot).map_err(|e| format!("invalid analyze checkpoint: {e}"))?;
-        state.retain_rules(&rules);
-        Ok(Engine { rules, state })
+    /// Also computes an anomaly score per analysed value (`Output::scores`).
+    pub fn with_scores(mut self) -> Self {
+        self.scoring = true;
+        self
     }
 
-    /// The state as bytes, for checkpoints.
+    /// Restores an engine from [`Engine::snapshot`]s; state of rules that no longer exist is
+    /// dropped, and rules or detectors that are new start fresh.
+    pub fn restore(rules: Rules, snapshot: &[u8]) -> Result<Self, String> {
+        let mut state = decode(snapshot)?;
+        state.bind(&rules);
+        Ok(Engine {
+            rules,
+            state,
+            scoring: false,
+        })
+    }
+
+    /// The whole state as bytes, for checkpoints.
     pub fn snapshot(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.state).expect("engine state serialises")
+        self.snapshot_where(&|_| true)
+    }
+
+    /// The state of the devices `keep` selects (one partition's devices, for a partitioned
+    /// checkpoint: several analyze instances each own some partitions).
+    pub fn snapshot_where(&self, keep: &dyn Fn(&DeviceId) -> bool) -> Vec<u8> {
+        let part = EngineState {
+            devices: self
+                .state
+                .devices
+                .iter()
+                .filter(|d| keep(&d.id))
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        bytes.extend(postcard::to_stdvec(&part).expect("engine state encodes"));
+        bytes
+    }
+
+    /// Adds the devices of a snapshot (a partition assigned to this instance).
+    pub fn absorb(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let other = decode(snapshot)?;
+        self.state.absorb(other, &self.rules);
+        Ok(())
+    }
+
+    /// Forgets the devices `drop` selects (a partition revoked from this instance).
+    pub fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool) {
+        self.state.release_where(drop, &self.rules);
     }
 
     pub fn rules(&self) -> &Rules {
@@ -80,16 +151,50 @@ impl Engine {
         self.state.devices.len()
     }
 
-    /// Evaluates a batch. Aggregates and latest states touched by the batch are emitted once each,
-    /// with their values after the whole batch; alert transitions in the order they happened.
-    pub fn process(&mut self, readings: &[Reading]) -> Output {
+    /// Number of (device, metric) pairs with state.
+    pub fn device_metrics(&self) -> usize {
+        self.state.slots()
+    }
+
+    /// Analyses a batch that arrived at processing time `now`. Outputs come in the order the
+    /// readings caused them; the batching does not change them.
+    pub fn process(&mut self, readings: &[Reading], now: Ts) -> Output {
         let mut out = Output::default();
-        let mut touched = state::Touched::default();
-        for reading in readings {
-            self.state.apply(&self.rules, reading, &mut touched, &mut out);
+        for r in readings {
+            self.state
+                .apply(&self.rules, r, now.millis(), &mut out, self.scoring);
         }
-        self.state.emit(&self.rules, touched, &mut out);
         out
+    }
+
+    /// Processing-time work, about once a second: silence alerts, reorder buffers of devices
+    /// idle for the allowed lateness, and partial windows plus latest state of devices that
+    /// changed since the last tick.
+    pub fn tick(&mut self, now: Ts) -> Output {
+        let mut out = Output::default();
+        self.state.tick(&self.rules, now.millis(), &mut out);
+        out
+    }
+
+    /// End of input (offline replay): analyses every buffered reading, then emits every open
+    /// window (as partial) and every device's latest state.
+    pub fn finish(&mut self) -> Output {
+        let mut out = Output::default();
+        self.state.finish(&self.rules, &mut out, self.scoring);
+        out
+    }
+}
+
+fn decode(snapshot: &[u8]) -> Result<EngineState, String> {
+    match snapshot.split_first() {
+        Some((&SNAPSHOT_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("invalid analyze checkpoint: {e}"))
+        }
+        Some((v, _)) => Err(format!(
+            "analyze checkpoint version {v} is not supported (this build reads {SNAPSHOT_VERSION}); \
+             delete the checkpoint to re-analyse from the retained telemetry"
+        )),
+        None => Err("empty analyze checkpoint".into()),
     }
 }
 

@@ -1,209 +1,348 @@
-//! Per-device engine state and how one reading changes it.
+//! Per-device engine state: dedup memory, the reorder buffer (allowed lateness), the metric
+//! slots, and silence; and how readings, ticks and the end of input change it.
 
-use super::threshold::{self, RuleState};
+use super::alerting::{Episode, Opening, human_ms};
+use super::detect::score;
+use super::detectors::threshold_of;
+use super::slot::Slot;
+use super::window::Sink;
 use super::{DEDUP_WINDOW, Output};
-use crate::device::DeviceId;
-use crate::model::{Aggregate, Insight, LatestState};
+use crate::DeviceId;
+use crate::model::{Evidence, Insight, LateReading, LatestState};
 use crate::reading::Reading;
-use crate::rules::Rules;
+use crate::rules::{DetectorPlan, Rules};
 use crate::ts::Ts;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-/// Everything the engine remembers, keyed by device.
+/// Everything the engine remembers. Devices live in a vector (stable order: first seen first),
+/// found through an index rebuilt on restore.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct EngineState {
-    pub(super) devices: HashMap<DeviceId, DeviceState>,
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(super) struct DeviceState {
-    /// The device's event-time clock: its newest reading's ts.
-    newest: Option<Ts>,
-    /// Hashes of the last reading ids, to drop re-sends.
-    recent: VecDeque<u64>,
-    metrics: BTreeMap<String, MetricState>,
-    rules: BTreeMap<String, RuleState>,
-    /// Touched in the current batch (listed in `Touched`); not part of the checkpoint.
+    pub(super) devices: Vec<Device>,
     #[serde(skip)]
-    touched: bool,
-    /// Latest state changed in the current batch.
+    pub(super) index: FxHashMap<DeviceId, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Device {
+    pub(super) id: DeviceId,
+    /// Newest ts that arrived (the device's event-time clock); `i64::MIN` before any.
+    newest: i64,
+    /// Hashes of the last reading ids (a ring), to drop re-sends.
+    recent: Vec<u64>,
+    recent_at: u32,
+    /// Sorted by metric name (readings' metrics are too, so lookup is a merge walk).
+    pub(super) slots: Vec<Slot>,
+    /// Reorder buffer, sorted by ts (stable): readings wait here until the watermark passes.
+    #[serde(with = "super::codec::json")]
+    pending: VecDeque<Reading>,
+    /// Processing time of the last arrival, and that reading's id (silence).
+    last_arrival: i64,
+    last_id: String,
+    silence: Episode,
     #[serde(skip)]
-    latest_changed: bool,
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct MetricState {
-    /// ts of the newest in-order value, and that value.
-    last: Option<(Ts, f64)>,
-    /// Open windows by start (ms).
-    windows: BTreeMap<i64, Window>,
-    /// Windows updated in the current batch, in first-touched order.
+    silence_plan: Option<u16>,
+    /// Changed since the last tick: partial windows and latest state to emit.
     #[serde(skip)]
-    changed_windows: Vec<i64>,
+    changed: bool,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Window {
-    count: u64,
-    min: f64,
-    max: f64,
-    sum: f64,
-}
+impl Device {
+    fn new(id: DeviceId) -> Device {
+        Device {
+            id,
+            newest: i64::MIN,
+            recent: Vec::with_capacity(DEDUP_WINDOW),
+            recent_at: 0,
+            slots: Vec::with_capacity(4),
+            pending: VecDeque::new(),
+            last_arrival: i64::MIN,
+            last_id: String::new(),
+            silence: Episode::default(),
+            silence_plan: None,
+            changed: false,
+        }
+    }
 
-/// Devices touched by a batch, in first-touched order (so output order is deterministic).
-#[derive(Default)]
-pub struct Touched {
-    devices: Vec<DeviceId>,
+    fn bind(&mut self, rules: &Rules) {
+        self.silence_plan = DetectorPlan::silence(&rules.detectors, self.id.as_str());
+        for s in &mut self.slots {
+            s.bind(rules, self.id.as_str());
+        }
+    }
+
+    /// True (and remembered) when the id was not seen among the last [`DEDUP_WINDOW`].
+    #[inline]
+    fn first_time(&mut self, id: &str) -> bool {
+        let h = id_hash(id);
+        if self.recent.contains(&h) {
+            return false;
+        }
+        if self.recent.len() < DEDUP_WINDOW {
+            self.recent.push(h);
+        } else {
+            self.recent[self.recent_at as usize] = h;
+            self.recent_at = (self.recent_at + 1) % DEDUP_WINDOW as u32;
+        }
+        true
+    }
+
+    /// Analyses one reading in event-time order: each metric goes to its slot, unless that
+    /// metric already saw a newer value (then it is late for that metric).
+    fn analyse(&mut self, rules: &Rules, r: &Reading, out: &mut Output, scoring: bool) {
+        let ts = r.ts.millis();
+        let mut late: Vec<String> = Vec::new();
+        let mut k = 0;
+        for (name, &value) in &r.metrics {
+            while k < self.slots.len() && *self.slots[k].metric < **name {
+                k += 1;
+            }
+            if k == self.slots.len() || *self.slots[k].metric != **name {
+                let mut slot = Slot::new(name);
+                slot.bind(rules, self.id.as_str());
+                self.slots.insert(k, slot);
+            }
+            let slot = &mut self.slots[k];
+            if slot.last.is_some_and(|(t, _)| ts < t) {
+                late.push(name.clone());
+                continue;
+            }
+            slot.step(rules, &self.id, &r.id, r.ts, value, out, scoring);
+        }
+        if !late.is_empty() {
+            let watermark = self.newest.saturating_sub(rules.settings.allowed_lateness_ms);
+            self.late(r, late, watermark, out);
+        }
+    }
+
+    fn late(&self, r: &Reading, metrics: Vec<String>, watermark: i64, out: &mut Output) {
+        out.stats.late += 1;
+        out.insights.push(Insight::Late(LateReading {
+            device_id: self.id.clone(),
+            reading_id: r.id.clone(),
+            ts: r.ts,
+            metrics,
+            watermark: Ts(watermark),
+        }));
+    }
+
+    /// Applies buffered readings the watermark has passed (all of them with `all`).
+    fn release(&mut self, rules: &Rules, all: bool, out: &mut Output, scoring: bool) {
+        let watermark = self.newest.saturating_sub(rules.settings.allowed_lateness_ms);
+        while self
+            .pending
+            .front()
+            .is_some_and(|r| all || r.ts.millis() <= watermark)
+        {
+            let r = self.pending.pop_front().expect("checked above");
+            self.analyse(rules, &r, out, scoring);
+        }
+    }
+
+    fn silence_open(&mut self, rules: &Rules, now: i64, out: &mut Output) {
+        let Some(i) = self.silence_plan else { return };
+        let d = &rules.detectors[i as usize];
+        if self.silence.is_active() || self.last_arrival == i64::MIN || now - self.last_arrival < d.for_ms {
+            return;
+        }
+        let silent = now - self.last_arrival;
+        let message = format!(
+            "{} has sent nothing for {} (last reading at {})",
+            self.id,
+            human_ms(silent),
+            Ts(self.last_arrival).to_rfc3339()
+        );
+        let advice = "check the device's power and network link, then its credentials (an expired SAS token \
+                      gets 401s); restart the device or its gateway if it does not come back";
+        self.silence.open(
+            Opening {
+                device: &self.id,
+                rule: &d.name,
+                scope: "",
+                kind: d.kind.as_str(),
+                severity: d.severity,
+                metric: "*",
+                threshold: threshold_of(d),
+                ts: Ts(now),
+                reading_id: &self.last_id,
+                evidence: Evidence {
+                    value: silent as f64 / 1000.0,
+                    baseline: None,
+                    score: score(silent as f64, d.for_ms as f64),
+                    statistic: silent as f64 / 1000.0,
+                },
+                message,
+                recommendation: d.recommendation.clone().unwrap_or_else(|| advice.to_owned()),
+            },
+            &rules.settings,
+            &mut out.alerts,
+        );
+    }
+
+    fn emit_changes(&mut self, rules: &Rules, out: &mut Output) {
+        if !std::mem::take(&mut self.changed) {
+            return;
+        }
+        for s in &mut self.slots {
+            s.windows.emit_partial(
+                &rules.settings,
+                &mut Sink {
+                    device: &self.id,
+                    metric: &s.metric,
+                    out: &mut out.insights,
+                },
+            );
+        }
+        self.latest(out);
+    }
+
+    fn latest(&self, out: &mut Output) {
+        let metrics: BTreeMap<String, f64> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.last.map(|(_, v)| (s.metric.to_string(), v)))
+            .collect();
+        if let Some(last_seen) = self.slots.iter().filter_map(|s| s.last.map(|(t, _)| t)).max() {
+            out.insights.push(Insight::Latest(LatestState {
+                device_id: self.id.clone(),
+                last_seen: Ts(last_seen),
+                metrics,
+            }));
+        }
+    }
 }
 
 impl EngineState {
-    pub(super) fn retain_rules(&mut self, rules: &Rules) {
-        for d in self.devices.values_mut() {
-            d.rules
-                .retain(|name, _| rules.thresholds.iter().any(|r| &r.name == name));
+    pub(super) fn bind(&mut self, rules: &Rules) {
+        self.index = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i as u32))
+            .collect();
+        for d in &mut self.devices {
+            d.bind(rules);
         }
     }
 
-    pub(super) fn apply(
-        &mut self,
-        rules: &Rules,
-        reading: &Reading,
-        touched: &mut Touched,
-        out: &mut Output,
-    ) {
-        if !self.devices.contains_key(&reading.device_id) {
-            self.devices
-                .insert(reading.device_id.clone(), DeviceState::default());
+    /// Takes devices from another state (a partition handed over); ones already here are kept.
+    pub(super) fn absorb(&mut self, other: EngineState, rules: &Rules) {
+        for mut d in other.devices {
+            if self.index.contains_key(&d.id) {
+                continue;
+            }
+            d.bind(rules);
+            self.index.insert(d.id.clone(), self.devices.len() as u32);
+            self.devices.push(d);
         }
-        let device = self.devices.get_mut(&reading.device_id).expect("inserted above");
-        let hash = id_hash(&reading.id);
-        if device.recent.contains(&hash) {
+    }
+
+    /// Removes the devices `drop` selects (a partition handed away).
+    pub(super) fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool, rules: &Rules) {
+        self.devices.retain(|d| !drop(&d.id));
+        self.bind(rules);
+    }
+
+    pub(super) fn apply(&mut self, rules: &Rules, r: &Reading, now: i64, out: &mut Output, scoring: bool) {
+        let i = match self.index.get(&r.device_id) {
+            Some(&i) => i as usize,
+            None => {
+                let mut d = Device::new(r.device_id.clone());
+                d.bind(rules);
+                self.index.insert(r.device_id.clone(), self.devices.len() as u32);
+                self.devices.push(d);
+                self.devices.len() - 1
+            }
+        };
+        let d = &mut self.devices[i];
+        if !d.first_time(&r.id) {
             out.stats.duplicates += 1;
             return;
         }
-        if device.recent.len() == DEDUP_WINDOW {
-            device.recent.pop_front();
-        }
-        device.recent.push_back(hash);
         out.stats.processed += 1;
-
-        let newest = device.newest.map_or(reading.ts, |n| n.max(reading.ts));
-        device.newest = Some(newest);
-        let settings = &rules.settings;
-        let open_from = newest.millis() - settings.allowed_lateness_ms;
-        let mut any_in_order = false;
-        let mut any_out_of_order = false;
-        if !device.touched {
-            device.touched = true;
-            touched.devices.push(reading.device_id.clone());
+        d.changed = true;
+        d.last_arrival = d.last_arrival.max(now);
+        d.last_id.clear();
+        d.last_id.push_str(&r.id);
+        if d.silence.is_active() {
+            let (id, since) = (&d.id, d.silence.active.as_ref().map(|a| a.opened_at));
+            let message = format!(
+                "{id} is sending again (silent since {})",
+                since.map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+            d.silence
+                .clear(Ts(now), 0.0, &rules.settings, |_| message, &mut out.alerts);
         }
-        for (name, &value) in &reading.metrics {
-            if !device.metrics.contains_key(name) {
-                device.metrics.insert(name.clone(), MetricState::default());
-            }
-            let metric = device.metrics.get_mut(name).expect("inserted above");
-            let start = reading.ts.floor(settings.window_ms).millis();
-            if start + settings.window_ms > open_from {
-                let w = metric.windows.entry(start).or_insert(Window {
-                    count: 0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    sum: 0.0,
-                });
-                w.count += 1;
-                w.min = w.min.min(value);
-                w.max = w.max.max(value);
-                w.sum += value;
-                if !metric.changed_windows.contains(&start) {
-                    metric.changed_windows.push(start);
-                }
-            } else {
-                out.stats.late += 1;
-            }
-            // Drop windows nobody can add to any more; their last emission was final.
-            while let Some((&first, _)) = metric.windows.first_key_value() {
-                if first + settings.window_ms > open_from {
-                    break;
-                }
-                metric.windows.pop_first();
-            }
-            let in_order = metric.last.is_none_or(|(t, _)| reading.ts >= t);
-            if !in_order {
-                any_out_of_order = true;
-                continue;
-            }
-            any_in_order = true;
-            metric.last = Some((reading.ts, value));
-            for rule in rules.thresholds.iter().filter(|r| &r.metric == name) {
-                if !rule.applies_to(reading.device_id.as_str()) {
-                    continue;
-                }
-                if !device.rules.contains_key(&rule.name) {
-                    device.rules.insert(rule.name.clone(), RuleState::default());
-                }
-                let st = device.rules.get_mut(&rule.name).expect("inserted above");
-                if let Some(event) = threshold::step(st, rule, reading, value) {
-                    out.alerts.push(event);
-                }
-            }
+        let ts = r.ts.millis();
+        let lateness = rules.settings.allowed_lateness_ms;
+        if lateness == 0 {
+            d.newest = d.newest.max(ts);
+            d.analyse(rules, r, out, scoring);
+            return;
         }
-        if any_out_of_order {
+        let watermark = d.newest.saturating_sub(lateness);
+        if ts < watermark {
+            let metrics = r.metrics.keys().cloned().collect();
+            d.late(r, metrics, watermark, out);
+            return;
+        }
+        if ts < d.newest {
             out.stats.out_of_order += 1;
         }
-        if any_in_order {
-            device.latest_changed = true;
+        let at = d.pending.partition_point(|p| p.ts <= r.ts);
+        d.pending.insert(at, r.clone());
+        d.newest = d.newest.max(ts);
+        d.release(rules, false, out, scoring);
+    }
+
+    /// Processing-time work: silence, flushing reorder buffers of idle devices, and partial
+    /// windows plus latest state of devices that changed since the last tick.
+    pub(super) fn tick(&mut self, rules: &Rules, now: i64, out: &mut Output) {
+        let lateness = rules.settings.allowed_lateness_ms;
+        for d in &mut self.devices {
+            d.silence_open(rules, now, out);
+            if lateness > 0 && !d.pending.is_empty() && now - d.last_arrival >= lateness {
+                d.release(rules, true, out, false);
+            }
+            d.emit_changes(rules, out);
         }
     }
 
-    pub(super) fn emit(&mut self, rules: &Rules, touched: Touched, out: &mut Output) {
-        let mut latest = Vec::new();
-        for device_id in touched.devices {
-            let Some(d) = self.devices.get_mut(&device_id) else {
-                continue;
-            };
-            d.touched = false;
-            for (metric, m) in d.metrics.iter_mut() {
-                for start in m.changed_windows.drain(..) {
-                    // A window closed within the same batch is gone: its last emission was final.
-                    let Some(w) = m.windows.get(&start) else { continue };
-                    out.insights.push(Insight::Aggregate(Aggregate {
-                        device_id: device_id.clone(),
-                        metric: metric.clone(),
-                        window_start: Ts(start),
-                        window_ms: rules.settings.window_ms,
-                        count: w.count,
-                        min: w.min,
-                        max: w.max,
-                        sum: w.sum,
-                    }));
-                }
+    /// End of input (replay): every buffered reading, every open window, every latest state.
+    pub(super) fn finish(&mut self, rules: &Rules, out: &mut Output, scoring: bool) {
+        for d in &mut self.devices {
+            d.release(rules, true, out, scoring);
+            for s in &d.slots {
+                s.windows.emit_open(
+                    &rules.settings,
+                    &mut Sink {
+                        device: &d.id,
+                        metric: &s.metric,
+                        out: &mut out.insights,
+                    },
+                );
             }
-            if std::mem::take(&mut d.latest_changed) {
-                let metrics: BTreeMap<String, f64> = d
-                    .metrics
-                    .iter()
-                    .filter_map(|(k, m)| m.last.map(|(_, v)| (k.clone(), v)))
-                    .collect();
-                let last_seen = d
-                    .metrics
-                    .values()
-                    .filter_map(|m| m.last.map(|(t, _)| t))
-                    .max()
-                    .unwrap_or_default();
-                latest.push(Insight::Latest(LatestState {
-                    device_id,
-                    last_seen,
-                    metrics,
-                }));
-            }
+            d.changed = false;
+            d.latest(out);
         }
-        out.insights.extend(latest);
+    }
+
+    pub(super) fn slots(&self) -> usize {
+        self.devices.iter().map(|d| d.slots.len()).sum()
     }
 }
 
-/// FNV-1a over the id: stable across runs (unlike std's hasher), which checkpoints need.
+/// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are
+/// hashed with FNV-1a. Stable across runs, which checkpoints need.
+#[inline]
 fn id_hash(id: &str) -> u64 {
+    if id.len() >= 16 {
+        if let Ok(v) = u64::from_str_radix(&id[..16], 16) {
+            return v;
+        }
+    }
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })

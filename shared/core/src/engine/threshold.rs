@@ -1,142 +1,210 @@
-//! The threshold rule state machine: normal → pending (breach held for less than `for`) →
-//! active → resolved (value back past `clear`), one alert per (device, rule) episode.
+//! Threshold rules (`[[rules]]`): normal → pending (breach held for less than `for`, or fewer
+//! than `count` readings in a row) → active → resolved (value back past `clear`), one alert per
+//! (device, rule) episode; and trend forecasts of the crossing before it happens.
 
-use crate::model::{Alert, AlertEvent, AlertEventKind, AlertState};
-use crate::reading::Reading;
-use crate::rules::{Direction, ThresholdRule};
+use super::alerting::{Episode, Opening, fmt_num, human_ms};
+use super::detect::{Fit, score};
+use crate::DeviceId;
+use crate::model::{AlertEvent, Evidence, Forecast, Insight};
+use crate::rules::{Direction, Settings, ThresholdRule};
 use crate::ts::Ts;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub enum RuleState {
-    #[default]
-    Normal,
-    /// In breach since `since`, waiting for `for` to pass.
-    Pending { since: Ts },
-    /// An alert is open.
-    Active { alert: Box<Alert> },
+/// Forecasts need a fit at least this good.
+const MIN_R_SQUARED: f64 = 0.7;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdState {
+    /// Index in `Rules::thresholds`; re-bound by name on restore.
+    #[serde(skip)]
+    pub rule_idx: u16,
+    pub rule: Box<str>,
+    pub episode: Episode,
+    pending_since: Option<i64>,
+    in_a_row: u32,
+    forecast_on: bool,
 }
 
-/// Advances one rule on one in-order value; returns the transition, if any.
-pub fn step(
-    state: &mut RuleState,
-    rule: &ThresholdRule,
-    reading: &Reading,
-    value: f64,
-) -> Option<AlertEvent> {
-    let ts = reading.ts;
-    match state {
-        RuleState::Normal | RuleState::Pending { .. } if !rule.breached(value) => {
-            *state = RuleState::Normal;
-            None
+/// One reading's context for the rules of its (device, metric).
+pub struct Ctx<'a> {
+    pub device: &'a DeviceId,
+    pub reading_id: &'a str,
+    pub ts: Ts,
+    pub value: f64,
+    /// The metric's expected level, when a baseline has been learned.
+    pub baseline: Option<f64>,
+    pub settings: &'a Settings,
+}
+
+impl ThresholdState {
+    pub fn new(rule_idx: u16, rule: &ThresholdRule) -> Self {
+        ThresholdState {
+            rule_idx,
+            rule: rule.name.as_str().into(),
+            ..Default::default()
         }
-        RuleState::Normal | RuleState::Pending { .. } => {
-            let since = match state {
-                RuleState::Pending { since } => *since,
-                _ => ts,
-            };
-            if ts.millis() - since.millis() >= rule.for_ms {
-                let alert = open(rule, reading, value, since);
-                let event = AlertEvent::new(AlertEventKind::Opened, alert.clone());
-                *state = RuleState::Active {
-                    alert: Box::new(alert),
-                };
-                Some(event)
-            } else {
-                *state = RuleState::Pending { since };
-                None
+    }
+
+    pub fn step(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
+        let ts = c.ts.millis();
+        if rule.breached(c.value) {
+            self.forecast_on = false;
+            if self.episode.is_active() {
+                self.episode.holding();
+                self.episode
+                    .update_peak(c.value, rule.direction == Direction::Above, alerts);
+                return;
             }
+            self.in_a_row = self.in_a_row.saturating_add(1);
+            let since = *self.pending_since.get_or_insert(ts);
+            if ts - since >= rule.for_ms && self.in_a_row >= rule.count {
+                self.open(rule, c, since, alerts);
+            }
+            return;
         }
-        RuleState::Active { alert, .. } if rule.cleared(value) => {
-            let mut resolved = (**alert).clone();
-            resolved.state = AlertState::Resolved;
-            resolved.resolved_at = Some(ts);
-            resolved.value = value;
-            resolved.message = format!(
-                "{} on {} is back to {} ({} {}), resolving {}",
+        (self.in_a_row, self.pending_since) = (0, None);
+        if !self.episode.is_active() {
+            return;
+        }
+        if !rule.cleared(c.value) {
+            self.episode.holding();
+            return;
+        }
+        let (device, value) = (c.device, c.value);
+        self.episode.clear(
+            c.ts,
+            value,
+            c.settings,
+            |a| {
+                format!(
+                    "{} on {device} is back to {} ({} {}), resolving {}",
+                    rule.metric,
+                    fmt_num(value),
+                    past_word(rule.direction),
+                    fmt_num(rule.clear),
+                    a.rule
+                )
+            },
+            alerts,
+        );
+    }
+
+    fn open(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, since: i64, alerts: &mut Vec<AlertEvent>) {
+        let held = c.ts.millis() - since;
+        let mut message = format!(
+            "{} on {} is {} ({} {})",
+            rule.metric,
+            c.device,
+            fmt_num(c.value),
+            side_word(rule.direction),
+            fmt_num(rule.threshold)
+        );
+        if rule.for_ms > 0 {
+            message.push_str(&format!(" for {}", human_ms(held)));
+        }
+        if rule.count > 1 {
+            message.push_str(&format!(", {} readings in a row", self.in_a_row));
+        }
+        let advice = rule
+            .recommendation
+            .clone()
+            .unwrap_or_else(|| match rule.direction {
+                Direction::Above => format!(
+                    "find what drives {} up on {} and reduce it",
+                    rule.metric, c.device
+                ),
+                Direction::Below => format!(
+                    "find what holds {} down on {} and restore it",
+                    rule.metric, c.device
+                ),
+            });
+        let recommendation = format!(
+            "{advice}; the alert resolves when {} is {} {}",
+            rule.metric,
+            past_word(rule.direction),
+            fmt_num(rule.clear)
+        );
+        let score = match c.baseline {
+            Some(b) if (rule.threshold - b).abs() > 1e-12 => score((c.value - b) / (rule.threshold - b), 1.0),
+            _ => 1.0,
+        };
+        self.episode.open(
+            Opening {
+                device: c.device,
+                rule: &rule.name,
+                scope: "",
+                kind: "threshold",
+                severity: rule.severity,
+                metric: &rule.metric,
+                threshold: rule.threshold,
+                ts: c.ts,
+                reading_id: c.reading_id,
+                evidence: Evidence {
+                    value: c.value,
+                    baseline: c.baseline,
+                    score,
+                    statistic: held as f64 / 1000.0,
+                },
+                message,
+                recommendation,
+            },
+            c.settings,
+            alerts,
+        );
+    }
+
+    /// Emits a forecast when the trend will cross the threshold within the horizon; once per
+    /// approach (re-armed when the trend turns away or the alert opens).
+    pub fn forecast(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, fit: Option<Fit>, out: &mut Vec<Insight>) {
+        let horizon = c.settings.forecast_horizon_ms;
+        if horizon == 0 || self.episode.is_active() || rule.breached(c.value) {
+            return;
+        }
+        let Some(fit) = fit else { return };
+        let toward = match rule.direction {
+            Direction::Above => fit.slope > 0.0 && fit.level < rule.threshold,
+            Direction::Below => fit.slope < 0.0 && fit.level > rule.threshold,
+        };
+        let eta_ms = if toward {
+            ((rule.threshold - fit.level) / fit.slope * 1000.0) as i64
+        } else {
+            i64::MAX
+        };
+        if self.forecast_on {
+            if eta_ms > 2 * horizon {
+                self.forecast_on = false;
+            }
+            return;
+        }
+        if !(toward && fit.r_squared >= MIN_R_SQUARED && eta_ms <= horizon) {
+            return;
+        }
+        self.forecast_on = true;
+        let per_minute = fit.slope * 60.0;
+        out.push(Insight::Forecast(Forecast {
+            device_id: c.device.clone(),
+            metric: rule.metric.clone(),
+            rule: rule.name.clone(),
+            threshold: rule.threshold,
+            value: fit.level,
+            slope_per_minute: per_minute,
+            eta: Ts(c.ts.millis() + eta_ms),
+            eta_seconds: eta_ms / 1000,
+            at: c.ts,
+            r_squared: fit.r_squared,
+            message: format!(
+                "{} on {} will cross {} in about {} ({} {} per minute, now {}); rule {}",
                 rule.metric,
-                reading.device_id,
-                fmt_num(value),
-                past_word(rule.direction),
-                fmt_num(rule.clear),
+                c.device,
+                fmt_num(rule.threshold),
+                about(eta_ms),
+                if per_minute >= 0.0 { "rising" } else { "falling" },
+                fmt_num(per_minute.abs()),
+                fmt_num(fit.level),
                 rule.name
-            );
-            *state = RuleState::Normal;
-            Some(AlertEvent::new(AlertEventKind::Resolved, resolved))
-        }
-        RuleState::Active { alert } => {
-            // Firing again while open updates the alert (a new peak) rather than opening
-            // another. One event per new peak, never coalesced per batch, so the output does
-            // not depend on how the input was batched (replay equals live).
-            let beyond = match rule.direction {
-                Direction::Above => value > alert.peak.unwrap_or(alert.value),
-                Direction::Below => value < alert.peak.unwrap_or(alert.value),
-            };
-            beyond.then(|| {
-                alert.peak = Some(value);
-                AlertEvent::new(AlertEventKind::Updated, (**alert).clone())
-            })
-        }
+            ),
+        }));
     }
-}
-
-fn open(rule: &ThresholdRule, reading: &Reading, value: f64, since: Ts) -> Alert {
-    let device = &reading.device_id;
-    let held = if rule.for_ms > 0 {
-        format!(" for {}s", (reading.ts.millis() - since.millis()) / 1000)
-    } else {
-        String::new()
-    };
-    let message = format!(
-        "{} on {} is {} ({} {}){held}",
-        rule.metric,
-        device,
-        fmt_num(value),
-        side_word(rule.direction),
-        fmt_num(rule.threshold)
-    );
-    let advice = rule
-        .recommendation
-        .clone()
-        .unwrap_or_else(|| match rule.direction {
-            Direction::Above => format!("find what drives {} up on {device} and reduce it", rule.metric),
-            Direction::Below => format!("find what holds {} down on {device} and restore it", rule.metric),
-        });
-    let recommendation = format!(
-        "{advice}; the alert resolves when {} is {} {}",
-        rule.metric,
-        past_word(rule.direction),
-        fmt_num(rule.clear)
-    );
-    Alert {
-        id: alert_id(device.as_str(), &rule.name, &reading.id),
-        device_id: device.clone(),
-        rule: rule.name.clone(),
-        severity: rule.severity,
-        metric: rule.metric.clone(),
-        value,
-        threshold: rule.threshold,
-        state: AlertState::Active,
-        opened_at: reading.ts,
-        resolved_at: None,
-        acknowledged_at: None,
-        message,
-        recommendation,
-        peak: Some(value),
-    }
-}
-
-/// Deterministic alert id from the reading that opened it: the same input always opens the
-/// same alert id, and two episodes never share one (even with equal timestamps).
-pub fn alert_id(device: &str, rule: &str, opening_reading: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(device.as_bytes());
-    h.update([0]);
-    h.update(rule.as_bytes());
-    h.update([0]);
-    h.update(opening_reading.as_bytes());
-    crate::reading::hex(&h.finalize()[..12])
 }
 
 fn side_word(d: Direction) -> &'static str {
@@ -153,9 +221,12 @@ fn past_word(d: Direction) -> &'static str {
     }
 }
 
-/// Numbers as people write them: no trailing `.0` noise beyond what the value needs.
-fn fmt_num(x: f64) -> String {
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
+/// "about 12 minutes" rather than "11m47s": forecasts are not that precise.
+fn about(ms: i64) -> String {
+    let s = (ms / 1000).max(1);
+    match s {
+        _ if s < 120 => format!("{s} seconds"),
+        _ if s < 7200 => format!("{} minutes", (s + 30) / 60),
+        _ => format!("{} hours", (s + 1800) / 3600),
+    }
 }

@@ -51,7 +51,7 @@ impl EmbeddedResults {
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
         let mut n = 0;
         for sql in [
-            "DELETE FROM aggregates WHERE window_start < ?",
+            "DELETE FROM window_aggregates WHERE window_start < ?",
             "DELETE FROM alerts WHERE state = 'resolved' AND opened_at < ?",
             "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND finished_at < ?",
         ] {

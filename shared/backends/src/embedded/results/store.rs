@@ -64,23 +64,31 @@ impl ResultsStore for EmbeddedResults {
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
         for chunk in chunks(aggregates) {
             let sql = multi_row(
-                "INSERT INTO aggregates (device_id, metric, window_start, window_ms, count, min, max, sum) VALUES ",
-                "(?,?,?,?,?,?,?,?)",
+                "INSERT INTO window_aggregates (device_id, metric, window_ms, window_start, hop_ms, count, \
+                 min, max, sum, stddev, p50, p95, p99) VALUES ",
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 chunk.len(),
-                " ON CONFLICT (device_id, metric, window_start) DO UPDATE SET window_ms = excluded.window_ms, \
-                 count = excluded.count, min = excluded.min, max = excluded.max, sum = excluded.sum",
+                " ON CONFLICT (device_id, metric, window_ms, window_start) DO UPDATE SET \
+                 hop_ms = excluded.hop_ms, count = excluded.count, min = excluded.min, max = excluded.max, \
+                 sum = excluded.sum, stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, \
+                 p99 = excluded.p99",
             );
             let mut q = sqlx::query(&sql);
             for a in chunk {
                 q = q
                     .bind(a.device_id.as_str())
                     .bind(a.metric.as_str())
-                    .bind(a.window_start.millis())
                     .bind(a.window_ms)
+                    .bind(a.window_start.millis())
+                    .bind(if a.hop_ms > 0 { a.hop_ms } else { a.window_ms })
                     .bind(i64::try_from(a.count).unwrap_or(i64::MAX))
                     .bind(a.min)
                     .bind(a.max)
-                    .bind(a.sum);
+                    .bind(a.sum)
+                    .bind(a.stddev)
+                    .bind(a.p50)
+                    .bind(a.p95)
+                    .bind(a.p99);
             }
             q.execute(&mut *tx).await.map_err(db_err)?;
         }
@@ -189,8 +197,10 @@ impl ResultsStore for EmbeddedResults {
             )));
         }
         let rows: Vec<(i64, i64, f64, f64, f64)> = sqlx::query_as(
-            "SELECT window_start, count, min, max, sum FROM aggregates \
-             WHERE device_id = ? AND metric = ? AND window_start >= ? AND window_start < ? \
+            "SELECT window_start, count, min, max, sum FROM window_aggregates \
+             WHERE device_id = ?1 AND metric = ?2 AND window_start >= ?3 AND window_start < ?4 \
+             AND window_ms = (SELECT MIN(window_ms) FROM window_aggregates \
+                              WHERE device_id = ?1 AND metric = ?2 AND hop_ms = window_ms) \
              ORDER BY window_start",
         )
         .bind(device.as_str())

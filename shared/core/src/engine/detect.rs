@@ -1,0 +1,333 @@
+//! The detectors' arithmetic: small, allocation-free state machines over one (device, metric)
+//! series in event-time order. They report *signals*; `alerting` turns signals into alerts.
+//!
+//! - [`Baseline`]: a robust, trend-following expectation of the next value (Holt's linear
+//!   exponential smoothing, with the innovation clipped at 3 standard deviations so outliers
+//!   barely move it) and a scale (exponentially weighted mean absolute deviation; for normal
+//!   noise `sigma = 1.2533 * mad`).
+//! - [`Spike`]: robust z-score against a baseline; an excursion counts as a spike once the
+//!   series is back (it lasted at most `max_len` readings); a longer one is a new level, which
+//!   the baseline adopts without an alert (the level-shift detector reports those).
+//! - [`Shift`]: two-sided CUSUM of clipped standardised residuals (Page, 1954). With allowance
+//!   `k = 0.5` and decision interval `h = 10` its in-control average run length is about 70,000
+//!   readings per side for normal noise (Siegmund's approximation); `tests` measures it.
+//! - [`Flat`]: the value has not moved more than a tolerance for N readings and T time.
+//! - [`Trend`]: exponentially weighted least squares of value on time, for forecasts.
+
+use serde::{Deserialize, Serialize};
+
+/// sigma / mean absolute deviation for normal noise (sqrt(pi / 2)).
+const MAD_TO_SIGMA: f64 = 1.253_314;
+/// Innovations beyond this many sigmas are clipped when learning.
+const CLIP: f64 = 3.0;
+/// CUSUM increments are clipped to this many sigmas, so a short spike cannot look like a shift.
+const CUSUM_CLIP: f64 = 3.0;
+
+/// Maps a statistic to a 0..1 anomaly score that is 0.5 at the detector's threshold.
+pub fn score(statistic: f64, threshold: f64) -> f64 {
+    if threshold <= 0.0 || !statistic.is_finite() {
+        return if statistic > 0.0 { 1.0 } else { 0.0 };
+    }
+    let r = statistic.abs() / threshold;
+    1.0 - (-std::f64::consts::LN_2 * r * r).exp()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub level: f64,
+    pub trend: f64,
+    pub mad: f64,
+    pub n: u32,
+}
+
+impl Baseline {
+    /// The expected value of the next reading.
+    #[inline]
+    pub fn expect(&self) -> f64 {
+        self.level + self.trend
+    }
+
+    /// Standard deviation estimate, floored so a perfectly constant series does not make every
+    /// tiny change infinitely anomalous.
+    #[inline]
+    pub fn sigma(&self) -> f64 {
+        (MAD_TO_SIGMA * self.mad).max(1e-9 + 1e-6 * self.level.abs())
+    }
+
+    #[inline]
+    pub fn z(&self, x: f64) -> f64 {
+        (x - self.expect()) / self.sigma()
+    }
+
+    /// Learns from `x`. During warm-up (`n < span`) it averages cumulatively, so the baseline is
+    /// usable after a few readings rather than after a whole span.
+    #[inline]
+    pub fn learn(&mut self, x: f64, span: u32, warm: bool) {
+        if self.n == 0 {
+            *self = Baseline {
+                level: x,
+                trend: 0.0,
+                mad: 0.0,
+                n: 1,
+            };
+            return;
+        }
+        let alpha = if self.n < span {
+            1.0 / (self.n as f64 + 1.0)
+        } else {
+            2.0 / (span as f64 + 1.0)
+        };
+        let expect = self.expect();
+        let mut d = x - expect;
+        if warm {
+            let lim = CLIP * self.sigma();
+            d = d.clamp(-lim, lim);
+        }
+        self.level = expect + alpha * d;
+        // The trend learns only once warm (Holt's beta = 0.05): it follows ramps, daily cycles
+        // and drifts; a jump moves it little, and a detected shift resets it.
+        if self.n >= span {
+            self.trend += 0.05 * alpha * d;
+        }
+        self.mad += alpha * (d.abs() - self.mad);
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// Starts over at a new level, keeping the learned scale: the level is re-learned from the
+    /// next readings as in warm-up (during which the detectors stay quiet).
+    pub fn adopt(&mut self, level: f64) {
+        self.level = level;
+        self.trend = 0.0;
+        self.n = 1;
+    }
+}
+
+/// What a detector saw in one reading when it fired.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    pub value: f64,
+    pub baseline: f64,
+    pub statistic: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spike {
+    pub base: Baseline,
+    /// Readings in the current excursion (0: none).
+    pub run: u32,
+    /// The excursion's most extreme value and its z-score.
+    pub peak: f64,
+    pub peak_z: f64,
+}
+
+impl Spike {
+    /// Advances on `x`; returns the spike once the series is back to normal. Also returns the
+    /// reading's z-score (0 during warm-up) for scores.
+    #[inline]
+    pub fn step(
+        &mut self,
+        x: f64,
+        threshold: f64,
+        warmup: u32,
+        span: u32,
+        max_len: u32,
+    ) -> (Option<Signal>, f64) {
+        if self.base.n < warmup {
+            self.base.learn(x, span, false);
+            return (None, 0.0);
+        }
+        let z = self.base.z(x);
+        if z.abs() >= threshold {
+            if self.run == 0 || z.abs() > self.peak_z.abs() {
+                self.peak = x;
+                self.peak_z = z;
+            }
+            self.run += 1;
+            if self.run > max_len {
+                // Too long for a spike: a new level. Adopt it quietly.
+                self.base.adopt(x);
+                self.run = 0;
+            }
+            return (None, z);
+        }
+        let fired = (self.run > 0).then(|| Signal {
+            value: self.peak,
+            baseline: self.base.expect(),
+            statistic: self.peak_z,
+        });
+        self.run = 0;
+        self.base.learn(x, span, true);
+        (fired, z)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shift {
+    pub base: Baseline,
+    pub hi: f64,
+    pub lo: f64,
+    /// Sum and count of the values since each side last was zero: the new level's estimate.
+    pub hi_sum: f64,
+    pub hi_n: u32,
+    pub lo_sum: f64,
+    pub lo_n: u32,
+}
+
+impl Shift {
+    /// Advances on `x`; returns the shift when a side's sum passes `h`, with the new level as
+    /// `value`, the old one as `baseline`. Also returns max(hi, lo) for scores.
+    #[inline]
+    pub fn step(&mut self, x: f64, h: f64, k: f64, warmup: u32, span: u32) -> (Option<Signal>, f64) {
+        if self.base.n < warmup {
+            self.base.learn(x, span, false);
+            return (None, 0.0);
+        }
+        let z = self.base.z(x).clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        let hi = (self.hi + z - k).max(0.0);
+        let lo = (self.lo - z - k).max(0.0);
+        if hi > 0.0 {
+            if self.hi == 0.0 {
+                (self.hi_sum, self.hi_n) = (0.0, 0);
+            }
+            self.hi_sum += x;
+            self.hi_n += 1;
+        }
+        if lo > 0.0 {
+            if self.lo == 0.0 {
+                (self.lo_sum, self.lo_n) = (0.0, 0);
+            }
+            self.lo_sum += x;
+            self.lo_n += 1;
+        }
+        (self.hi, self.lo) = (hi, lo);
+        let stat = hi.max(lo);
+        if stat > h {
+            let level = if hi >= lo {
+                self.hi_sum / self.hi_n.max(1) as f64
+            } else {
+                self.lo_sum / self.lo_n.max(1) as f64
+            };
+            let signal = Signal {
+                value: level,
+                baseline: self.base.expect(),
+                statistic: if hi >= lo { hi } else { -lo },
+            };
+            self.base.adopt(level);
+            (self.hi, self.lo) = (0.0, 0.0);
+            return (Some(signal), stat);
+        }
+        self.base.learn(x, span, true);
+        (None, stat)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Flat {
+    pub reference: f64,
+    pub since: i64,
+    pub n: u32,
+}
+
+impl Flat {
+    /// Advances; returns how long (ms) the value has stayed within `tolerance`, once it has for
+    /// at least `min_readings` readings (else 0).
+    #[inline]
+    pub fn step(&mut self, x: f64, ts: i64, tolerance: f64, min_readings: u32) -> i64 {
+        if self.n > 0 && (x - self.reference).abs() <= tolerance {
+            self.n = self.n.saturating_add(1);
+        } else {
+            *self = Flat {
+                reference: x,
+                since: ts,
+                n: 1,
+            };
+        }
+        if self.n >= min_readings {
+            ts - self.since
+        } else {
+            0
+        }
+    }
+}
+
+/// Exponentially weighted least squares of value on time (seconds from `anchor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trend {
+    anchor: i64,
+    w: f64,
+    t: f64,
+    x: f64,
+    tt: f64,
+    tx: f64,
+    xx: f64,
+    pub n: u32,
+}
+
+/// The fitted line at the latest reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    pub level: f64,
+    /// Per second.
+    pub slope: f64,
+    pub r_squared: f64,
+}
+
+impl Trend {
+    /// Memory of the fit, in readings.
+    const SPAN: f64 = 30.0;
+
+    #[inline]
+    pub fn add(&mut self, ts: i64, x: f64) {
+        if self.n == 0 {
+            self.anchor = ts;
+        }
+        let mut t = (ts - self.anchor) as f64 / 1000.0;
+        if t > 86_400.0 {
+            // Re-anchor at the newest reading so the sums stay well conditioned.
+            let d = t;
+            self.tt += -2.0 * d * self.t + d * d * self.w;
+            self.tx -= d * self.x;
+            self.t -= d * self.w;
+            self.anchor = ts;
+            t = 0.0;
+        }
+        let decay = 1.0 - 1.0 / Self::SPAN;
+        self.w = self.w * decay + 1.0;
+        self.t = self.t * decay + t;
+        self.x = self.x * decay + x;
+        self.tt = self.tt * decay + t * t;
+        self.tx = self.tx * decay + t * x;
+        self.xx = self.xx * decay + x * x;
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// The fit at time `ts`, once there are enough readings spread over time.
+    pub fn fit(&self, ts: i64) -> Option<Fit> {
+        if self.n < 10 {
+            return None;
+        }
+        let var_t = self.w * self.tt - self.t * self.t;
+        let var_x = self.w * self.xx - self.x * self.x;
+        if var_t <= 1e-12 {
+            return None;
+        }
+        let cov = self.w * self.tx - self.t * self.x;
+        let slope = cov / var_t;
+        let t = (ts - self.anchor) as f64 / 1000.0;
+        let level = (self.x + slope * (self.w * t - self.t)) / self.w;
+        let r_squared = if var_x <= 1e-12 {
+            0.0
+        } else {
+            (cov * cov / (var_t * var_x)).min(1.0)
+        };
+        Some(Fit {
+            level,
+            slope,
+            r_squared,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "detect_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,308 @@
+//! The built-in detectors of one (device, metric): spike, level shift, rate of change and
+//! flatline, each turning its signals into alerts with evidence and a recommendation.
+//! Spikes and level shifts are events: their alert opens on detection, gathers repeats as
+//! updates, and resolves after `quiet` without one. Rate and flatline are conditions: their
+//! alert resolves when the condition ends.
+
+use super::alerting::{Episode, Opening, fmt_num, human_ms};
+use super::detect::{Flat, Shift, Signal, Spike, score};
+use super::threshold::Ctx;
+use crate::model::{AlertEvent, Evidence};
+use crate::rules::{Detector, DetectorKind, DetectorPlan};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectorStates {
+    pub spike: Spike,
+    spike_alert: Episode,
+    spike_last: i64,
+    pub shift: Shift,
+    shift_alert: Episode,
+    shift_last: i64,
+    flat: Flat,
+    flat_alert: Episode,
+    rate_alert: Episode,
+}
+
+/// The previous in-order (ts, value) of the metric, for rate of change.
+pub type Prev = Option<(i64, f64)>;
+
+impl DetectorStates {
+    /// Runs every detector the plan enables on one in-order value; returns the reading's
+    /// anomaly score (0..1, the largest over the detectors).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        plan: &DetectorPlan,
+        detectors: &[Detector],
+        metric: &str,
+        prev: Prev,
+        c: &Ctx<'_>,
+        alerts: &mut Vec<AlertEvent>,
+    ) -> f64 {
+        let ts = c.ts.millis();
+        let mut best = 0.0f64;
+        if let Some(i) = plan.spike {
+            let d = &detectors[i as usize];
+            let (signal, z) = self.spike.step(c.value, d.threshold, d.warmup, d.span, d.max_len);
+            best = best.max(score(z, d.threshold));
+            if let Some(s) = signal {
+                self.spike_last = ts;
+                self.event(Which::Spike, d, metric, s, c, alerts);
+            } else if self.spike_alert.is_active() && ts - self.spike_last >= d.quiet_ms {
+                quiet(&mut self.spike_alert, d, metric, c, alerts);
+            }
+        }
+        if let Some(i) = plan.level_shift {
+            let d = &detectors[i as usize];
+            let (signal, sum) = self.shift.step(c.value, d.threshold, d.drift, d.warmup, d.span);
+            best = best.max(score(sum, d.threshold));
+            if let Some(s) = signal {
+                self.shift_last = ts;
+                self.event(Which::Shift, d, metric, s, c, alerts);
+            } else if self.shift_alert.is_active() && ts - self.shift_last >= d.quiet_ms {
+                quiet(&mut self.shift_alert, d, metric, c, alerts);
+            }
+        }
+        if let Some(i) = plan.flatline {
+            let d = &detectors[i as usize];
+            let held = self.flat.step(c.value, ts, d.tolerance, d.min_readings);
+            best = best.max(score(held as f64, d.for_ms as f64));
+            if held >= d.for_ms && held > 0 {
+                if !self.flat_alert.is_active() {
+                    let reference = self.flat.reference;
+                    let evidence = Evidence {
+                        value: c.value,
+                        baseline: Some(reference),
+                        score: score(held as f64, d.for_ms as f64),
+                        statistic: held as f64 / 1000.0,
+                    };
+                    let message = format!(
+                        "{metric} on {} has not changed from {} for {} ({} readings): the sensor may be stuck",
+                        c.device,
+                        fmt_num(reference),
+                        human_ms(held),
+                        self.flat.n
+                    );
+                    let advice = "check the sensor's wiring and power, power-cycle it, and replace it if the value stays frozen";
+                    open(
+                        &mut self.flat_alert,
+                        d,
+                        metric,
+                        evidence,
+                        message,
+                        advice,
+                        c,
+                        alerts,
+                    );
+                } else {
+                    self.flat_alert.holding();
+                }
+            } else if self.flat_alert.is_active() {
+                let (dev, v) = (c.device, c.value);
+                self.flat_alert.clear(
+                    c.ts,
+                    v,
+                    c.settings,
+                    |_| {
+                        format!(
+                            "{metric} on {dev} is changing again ({}), resolving {}",
+                            fmt_num(v),
+                            d.name
+                        )
+                    },
+                    alerts,
+                );
+            }
+        }
+        if let (Some(i), Some((pts, pv))) = (plan.rate, prev) {
+            let d = &detectors[i as usize];
+            if ts > pts {
+                let rate = (c.value - pv) / (ts - pts) as f64 * d.per_ms as f64;
+                best = best.max(score(rate, d.max_change));
+                self.rate_step(d, metric, rate, pv, c, alerts);
+            }
+        }
+        best
+    }
+
+    fn rate_step(
+        &mut self,
+        d: &Detector,
+        metric: &str,
+        rate: f64,
+        prev: f64,
+        c: &Ctx<'_>,
+        alerts: &mut Vec<AlertEvent>,
+    ) {
+        let per = human_ms(d.per_ms);
+        if rate.abs() > d.max_change {
+            if self.rate_alert.is_active() {
+                self.rate_alert.holding();
+                return;
+            }
+            let evidence = Evidence {
+                value: c.value,
+                baseline: Some(prev),
+                score: score(rate, d.max_change),
+                statistic: rate,
+            };
+            let message = format!(
+                "{metric} on {} is {} {} per {per} (limit {}), from {} to {}",
+                c.device,
+                if rate > 0.0 { "rising" } else { "falling" },
+                fmt_num(rate.abs()),
+                fmt_num(d.max_change),
+                fmt_num(prev),
+                fmt_num(c.value)
+            );
+            let advice = if rate > 0.0 {
+                "a fast rise often precedes a failure: check what changed on the device (load, cooling, process) now"
+            } else {
+                "a fast fall often means a leak, a loss of supply or a failing sensor: check the device now"
+            };
+            open(
+                &mut self.rate_alert,
+                d,
+                metric,
+                evidence,
+                message,
+                advice,
+                c,
+                alerts,
+            );
+        } else if self.rate_alert.is_active() {
+            let (dev, v) = (c.device, c.value);
+            self.rate_alert.clear(
+                c.ts,
+                v,
+                c.settings,
+                |_| {
+                    format!(
+                        "{metric} on {dev} changes at {} per {per} again, resolving {}",
+                        fmt_num(rate.abs()),
+                        d.name
+                    )
+                },
+                alerts,
+            );
+        }
+    }
+
+    fn event(
+        &mut self,
+        which: Which,
+        d: &Detector,
+        metric: &str,
+        s: Signal,
+        c: &Ctx<'_>,
+        alerts: &mut Vec<AlertEvent>,
+    ) {
+        let episode = match which {
+            Which::Spike => &mut self.spike_alert,
+            Which::Shift => &mut self.shift_alert,
+        };
+        if episode.is_active() {
+            // Another one while open: the alert gathers it (a new peak updates it).
+            episode.holding();
+            let higher = s.value >= s.baseline;
+            episode.update_peak(s.value, higher, alerts);
+            return;
+        }
+        let evidence = Evidence {
+            value: s.value,
+            baseline: Some(s.baseline),
+            score: score(s.statistic, d.threshold),
+            statistic: s.statistic,
+        };
+        let up = s.value >= s.baseline;
+        let (message, advice) = match which {
+            Which::Spike => (
+                format!(
+                    "{metric} on {} spiked {} to {} (expected {}, robust z {:.1})",
+                    c.device,
+                    if up { "up" } else { "down" },
+                    fmt_num(s.value),
+                    fmt_num(s.baseline),
+                    s.statistic
+                ),
+                "a short spike is often electrical noise or a loose connection: check the sensor's cabling; \
+                 if spikes repeat, inspect the device for intermittent faults",
+            ),
+            Which::Shift => (
+                format!(
+                    "{metric} on {} shifted {} from about {} to about {} and stayed there",
+                    c.device,
+                    if up { "up" } else { "down" },
+                    fmt_num(s.baseline),
+                    fmt_num(s.value)
+                ),
+                "a lasting change of level: check for a changed setpoint, load or operating mode, \
+                 a recalibrated or replaced sensor, or wear",
+            ),
+        };
+        open(episode, d, metric, evidence, message, advice, c, alerts);
+    }
+}
+
+enum Which {
+    Spike,
+    Shift,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open(
+    episode: &mut Episode,
+    d: &Detector,
+    metric: &str,
+    evidence: Evidence,
+    message: String,
+    advice: &str,
+    c: &Ctx<'_>,
+    alerts: &mut Vec<AlertEvent>,
+) {
+    episode.open(
+        Opening {
+            device: c.device,
+            rule: &d.name,
+            scope: metric,
+            kind: d.kind.as_str(),
+            severity: d.severity,
+            metric,
+            threshold: threshold_of(d),
+            ts: c.ts,
+            reading_id: c.reading_id,
+            evidence,
+            message,
+            recommendation: d.recommendation.clone().unwrap_or_else(|| advice.to_owned()),
+        },
+        c.settings,
+        alerts,
+    );
+}
+
+/// The `threshold` an alert of this detector reports: its own limit, in its own units.
+pub fn threshold_of(d: &Detector) -> f64 {
+    match d.kind {
+        DetectorKind::Rate => d.max_change,
+        DetectorKind::Flatline | DetectorKind::Silence => d.for_ms as f64 / 1000.0,
+        DetectorKind::Spike | DetectorKind::LevelShift => d.threshold,
+    }
+}
+
+fn quiet(episode: &mut Episode, d: &Detector, metric: &str, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
+    let (dev, v) = (c.device, c.value);
+    episode.clear(
+        c.ts,
+        v,
+        c.settings,
+        |_| {
+            format!(
+                "no {} on {metric} of {dev} for {}, resolving",
+                d.name,
+                human_ms(d.quiet_ms)
+            )
+        },
+        alerts,
+    );
+}

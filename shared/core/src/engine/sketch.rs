@@ -1,0 +1,248 @@
+//! A small mergeable quantile sketch in the manner of DDSketch (Masson et al., VLDB 2019):
+//! values are counted in logarithmic bins, so any quantile comes back within a relative error
+//! of [`ALPHA`] of a true value of that rank, and two sketches merge by adding bins (which is
+//! how hopping windows are built from panes).
+//!
+//! The bin index uses the float's exponent plus its mantissa as a linear stand-in for `log2`
+//! (no `ln` call on the hot path). Positive and negative values have their own bins; values
+//! closer to zero than [`MIN_MAGNITUDE`] share one zero bin. A store never holds more than
+//! [`MAX_BINS`] bins: past that the bins nearest zero collapse into one, which only coarsens the
+//! smallest magnitudes (the low quantiles of positive data).
+
+use serde::{Deserialize, Serialize};
+
+/// Relative accuracy of every quantile.
+pub const ALPHA: f64 = 0.02;
+/// Most bins per sign.
+pub const MAX_BINS: usize = 128;
+/// Magnitudes below this count as zero.
+pub const MIN_MAGNITUDE: f64 = 1e-9;
+
+/// Bin width in units of the linear log2 stand-in. The stand-in's slope against `ln x` is at
+/// least 1 (at mantissa 1.0), so a bin never spans more than a ratio of `gamma`.
+fn width() -> f64 {
+    ((1.0 + ALPHA) / (1.0 - ALPHA)).ln()
+}
+
+/// `e + m` for `x = 2^e * (1 + m)`: a monotone, piecewise-linear `log2`.
+#[inline]
+fn log2_linear(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mantissa = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000) - 1.0;
+    exp as f64 + mantissa
+}
+
+/// The inverse of [`log2_linear`].
+fn exp2_linear(y: f64) -> f64 {
+    let e = y.floor();
+    (1.0 + (y - e)) * 2f64.powi(e as i32)
+}
+
+#[inline]
+fn index(magnitude: f64) -> i32 {
+    (log2_linear(magnitude) / width()).floor() as i32
+}
+
+/// The value a bin stands for: the harmonic-style midpoint keeps the relative error at most
+/// `ALPHA` for anything in the bin.
+fn value(index: i32) -> f64 {
+    let lo = exp2_linear(index as f64 * width());
+    let hi = exp2_linear((index + 1) as f64 * width());
+    2.0 * lo * hi / (lo + hi)
+}
+
+/// Dense bins from `offset` up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Store {
+    offset: i32,
+    bins: Vec<u32>,
+}
+
+impl Store {
+    /// Adds `n` at bin `i`. The kept range is always the top `MAX_BINS` indices seen; anything
+    /// below folds into the lowest kept bin, so the result does not depend on arrival order.
+    #[inline]
+    fn add(&mut self, i: i32, n: u32) {
+        if self.bins.is_empty() {
+            self.offset = i;
+            self.bins.push(n);
+            return;
+        }
+        let len = self.bins.len() as i32;
+        if i >= self.offset && i < self.offset + len {
+            self.bins[(i - self.offset) as usize] += n;
+            return;
+        }
+        let top = (self.offset + len - 1).max(i);
+        let lowest = top - (MAX_BINS as i32 - 1);
+        let offset = self.offset.min(i).max(lowest);
+        if offset > self.offset {
+            let fold = ((offset - self.offset) as usize).min(self.bins.len());
+            let folded: u32 = self.bins.drain(..fold).sum();
+            self.offset += fold as i32;
+            if self.bins.is_empty() {
+                self.offset = offset;
+                self.bins.push(0);
+            }
+            self.bins[0] += folded;
+        } else if offset < self.offset {
+            let grow = (self.offset - offset) as usize;
+            self.bins.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = offset;
+        }
+        let need = (top - self.offset + 1) as usize;
+        if self.bins.len() < need {
+            self.bins.resize(need, 0);
+        }
+        self.bins[(i.max(self.offset) - self.offset) as usize] += n;
+    }
+
+    fn merge(&mut self, other: &Store) {
+        for (k, &n) in other.bins.iter().enumerate() {
+            if n > 0 {
+                self.add(other.offset + k as i32, n);
+            }
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.bins.iter().map(|&n| n as u64).sum()
+    }
+}
+
+/// The sketch: bins for positive values, negative values, and zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sketch {
+    pos: Store,
+    neg: Store,
+    zero: u32,
+}
+
+impl Sketch {
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        if x > MIN_MAGNITUDE {
+            self.pos.add(index(x), 1);
+        } else if x < -MIN_MAGNITUDE {
+            self.neg.add(index(-x), 1);
+        } else {
+            self.zero += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Sketch) {
+        self.pos.merge(&other.pos);
+        self.neg.merge(&other.neg);
+        self.zero += other.zero;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.pos.total() + self.neg.total() + self.zero as u64
+    }
+
+    /// The value at quantile `q` (0..=1), or `None` when empty, by the nearest-rank rule: the
+    /// `ceil(q * n)`-th smallest item (the smallest for `q = 0`).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1;
+        let mut seen = 0u64;
+        // Negative values, most negative first (highest magnitude index first).
+        for (k, &c) in self.neg.bins.iter().enumerate().rev() {
+            seen += c as u64;
+            if seen > rank {
+                return Some(-value(self.neg.offset + k as i32));
+            }
+        }
+        seen += self.zero as u64;
+        if seen > rank {
+            return Some(0.0);
+        }
+        for (k, &c) in self.pos.bins.iter().enumerate() {
+            seen += c as u64;
+            if seen > rank {
+                return Some(value(self.pos.offset + k as i32));
+            }
+        }
+        None
+    }
+
+    /// Heap bytes held (for state-size accounting).
+    pub fn heap_bytes(&self) -> usize {
+        (self.pos.bins.capacity() + self.neg.bins.capacity()) * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exact(sorted: &[f64], q: f64) -> f64 {
+        sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1]
+    }
+
+    #[test]
+    fn quantiles_are_within_the_relative_accuracy() {
+        let mut s = Sketch::default();
+        let mut xs: Vec<f64> = (1..=10_000).map(|i| 20.0 + (i as f64).sqrt()).collect();
+        for &x in &xs {
+            s.add(x);
+        }
+        xs.sort_by(f64::total_cmp);
+        for q in [0.0, 0.5, 0.95, 0.99, 1.0] {
+            let (got, want) = (s.quantile(q).unwrap(), exact(&xs, q));
+            assert!((got - want).abs() <= ALPHA * want, "q={q}: {got} vs {want}");
+        }
+        assert_eq!(s.count(), 10_000);
+        assert_eq!(Sketch::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn negative_zero_and_positive_values_are_ordered() {
+        let mut s = Sketch::default();
+        for x in [-5.0, -1.0, 0.0, 0.0, 1.0, 5.0, 20.0] {
+            s.add(x);
+        }
+        let q: Vec<f64> = [0.0, 0.2, 0.4, 0.6, 1.0]
+            .iter()
+            .map(|&q| s.quantile(q).unwrap())
+            .collect();
+        assert!((q[0] + 5.0).abs() < 0.1 && (q[1] + 1.0).abs() < 0.03);
+        assert_eq!(q[2], 0.0);
+        assert!((q[3] - 1.0).abs() < 0.03 && (q[4] - 20.0).abs() < 0.4, "{q:?}");
+    }
+
+    #[test]
+    fn a_wide_range_collapses_the_smallest_magnitudes_and_keeps_the_top_exact_enough() {
+        let mut s = Sketch::default();
+        for i in 0..2_000 {
+            s.add(1e-6 * 1.01f64.powi(i)); // 1e-6 .. 4e2: far more than MAX_BINS bins
+        }
+        assert!(s.pos.bins.len() <= MAX_BINS);
+        assert_eq!(s.count(), 2_000);
+        let top = s.quantile(1.0).unwrap();
+        let want = 1e-6 * 1.01f64.powi(1_999);
+        assert!((top - want).abs() <= ALPHA * want, "{top} vs {want}");
+    }
+
+    proptest! {
+        /// Merging the sketches of two halves equals sketching the whole.
+        #[test]
+        fn merge_equals_the_sketch_of_the_union(
+            a in prop::collection::vec(-1e4f64..1e4, 1..300),
+            b in prop::collection::vec(-1e4f64..1e4, 1..300),
+        ) {
+            let (mut sa, mut sb, mut all) = (Sketch::default(), Sketch::default(), Sketch::default());
+            a.iter().for_each(|&x| { sa.add(x); all.add(x); });
+            b.iter().for_each(|&x| { sb.add(x); all.add(x); });
+            sa.merge(&sb);
+            for q in [0.01, 0.5, 0.95, 0.99] {
+                prop_assert_eq!(sa.quantile(q), all.quantile(q));
+            }
+        }
+    }
+}

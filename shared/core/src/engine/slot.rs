@@ -1,0 +1,127 @@
+//! One (device, metric): its windows, detectors, threshold rules and trend, advanced by one
+//! in-order value at a time.
+
+use super::detect::Trend;
+use super::detectors::DetectorStates;
+use super::threshold::{Ctx, ThresholdState};
+use super::window::{Sink, Windows};
+use super::{Output, Score};
+use crate::DeviceId;
+use crate::rules::{DetectorPlan, Rules};
+use crate::ts::Ts;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub metric: Box<str>,
+    /// ts and value of the newest in-order value.
+    pub last: Option<(i64, f64)>,
+    pub windows: Windows,
+    det: DetectorStates,
+    thresholds: Vec<ThresholdState>,
+    /// Only for metrics with threshold rules (forecasts).
+    trend: Option<Trend>,
+    #[serde(skip)]
+    plan: DetectorPlan,
+}
+
+impl Slot {
+    pub fn new(metric: &str) -> Slot {
+        Slot {
+            metric: metric.into(),
+            ..Default::default()
+        }
+    }
+
+    /// (Re)binds the slot to the rules: detector plan, threshold states by rule name (state of
+    /// rules that no longer apply is dropped; new rules start fresh).
+    pub fn bind(&mut self, rules: &Rules, device: &str) {
+        self.plan = DetectorPlan::resolve(&rules.detectors, device, &self.metric);
+        let mut old = std::mem::take(&mut self.thresholds);
+        for (i, rule) in rules.thresholds.iter().enumerate() {
+            if *rule.metric != *self.metric || !rule.applies_to(device) {
+                continue;
+            }
+            let state = match old.iter().position(|s| *s.rule == *rule.name) {
+                Some(k) => {
+                    let mut s = old.swap_remove(k);
+                    s.rule_idx = i as u16;
+                    s
+                }
+                None => ThresholdState::new(i as u16, rule),
+            };
+            self.thresholds.push(state);
+        }
+        if self.thresholds.is_empty() {
+            self.trend = None;
+        } else if self.trend.is_none() {
+            self.trend = Some(Trend::default());
+        }
+    }
+
+    /// Advances on one value in event-time order (the caller checked `ts >= last`).
+    #[inline]
+    pub fn step(
+        &mut self,
+        rules: &Rules,
+        device: &DeviceId,
+        reading_id: &str,
+        ts: Ts,
+        value: f64,
+        out: &mut Output,
+        scoring: bool,
+    ) {
+        let t = ts.millis();
+        let settings = &rules.settings;
+        self.windows.add(
+            t,
+            value,
+            settings,
+            &mut Sink {
+                device,
+                metric: &self.metric,
+                out: &mut out.insights,
+            },
+        );
+        let prev = self.last.replace((t, value));
+        let base = &self.det.spike.base;
+        let ctx = Ctx {
+            device,
+            reading_id,
+            ts,
+            value,
+            baseline: (base.n >= 2).then(|| base.expect()),
+            settings,
+        };
+        let score = self.det.step(
+            &self.plan,
+            &rules.detectors,
+            &self.metric,
+            prev,
+            &ctx,
+            &mut out.alerts,
+        );
+        if let Some(trend) = self.trend.as_mut() {
+            trend.add(t, value);
+            let fit = if settings.forecast_horizon_ms > 0 {
+                trend.fit(t)
+            } else {
+                None
+            };
+            for th in &mut self.thresholds {
+                let rule = &rules.thresholds[th.rule_idx as usize];
+                th.step(rule, &ctx, &mut out.alerts);
+                th.forecast(rule, &ctx, fit, &mut out.insights);
+            }
+        }
+        if scoring {
+            out.scores.push(Score {
+                ts,
+                device_id: device.clone(),
+                metric: self.metric.to_string(),
+                value,
+                score: (score * 1e4).round() / 1e4,
+            });
+        }
+    }
+}

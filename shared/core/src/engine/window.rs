@@ -1,0 +1,194 @@
+//! Windows of one (device, metric), built from panes: every window size and hop is a multiple
+//! of the pane (their greatest common divisor), so a tumbling or hopping window is the merge of
+//! the panes it covers. Each pane holds count, min, max, Welford mean and M2, and a quantile
+//! sketch, all mergeable.
+//!
+//! Input arrives in event-time order (the reorder buffer sees to it), so a window is final once
+//! a reading at or past its end arrives: it is emitted then, exactly once. Until then `partial`
+//! emissions (on ticks) show it filling.
+
+use super::sketch::Sketch;
+use crate::DeviceId;
+use crate::model::Aggregate;
+use crate::rules::{Settings, WindowSpec};
+use crate::ts::Ts;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pane {
+    start: i64,
+    count: u64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    m2: f64,
+    sketch: Sketch,
+}
+
+impl Pane {
+    fn new(start: i64) -> Pane {
+        Pane {
+            start,
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            mean: 0.0,
+            m2: 0.0,
+            sketch: Sketch::default(),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, x: f64) {
+        self.count += 1;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let d = x - self.mean;
+        self.mean += d / self.count as f64;
+        self.m2 += d * (x - self.mean);
+        self.sketch.add(x);
+    }
+
+    /// Chan et al.'s parallel merge of mean and M2.
+    fn merge(&mut self, o: &Pane) {
+        if o.count == 0 {
+            return;
+        }
+        let n = self.count + o.count;
+        let d = o.mean - self.mean;
+        self.mean += d * o.count as f64 / n as f64;
+        self.m2 += o.m2 + d * d * (self.count as f64) * (o.count as f64) / n as f64;
+        self.count = n;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sketch.merge(&o.sketch);
+    }
+}
+
+/// The panes of one (device, metric) and how far its windows have been emitted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Windows {
+    panes: VecDeque<Pane>,
+    /// Every window ending at or before this has been emitted final.
+    closed_through: i64,
+    /// A value arrived since the last partial emission.
+    #[serde(skip)]
+    pub dirty: bool,
+}
+
+/// Where emitted aggregates go, with the names they carry.
+pub struct Sink<'a> {
+    pub device: &'a DeviceId,
+    pub metric: &'a str,
+    pub out: &'a mut Vec<crate::model::Insight>,
+}
+
+impl Windows {
+    /// Adds an in-order value; first emits (final) every window that ends at or before `ts`.
+    #[inline]
+    pub fn add(&mut self, ts: i64, x: f64, settings: &Settings, sink: &mut Sink<'_>) {
+        let pane_ms = settings.pane_ms();
+        let start = ts.div_euclid(pane_ms) * pane_ms;
+        let newest = self.panes.back().map(|p| p.start);
+        if newest != Some(start) {
+            if newest.is_some_and(|n| start > n) || newest.is_none() {
+                self.close_until(start, settings, sink);
+            }
+            if self.panes.back().is_none_or(|p| p.start < start) {
+                self.panes.push_back(Pane::new(start));
+            }
+        }
+        // In order, so the value's pane is the newest one (equal ts stay in it).
+        if let Some(p) = self.panes.back_mut() {
+            p.add(x);
+        }
+        self.dirty = true;
+    }
+
+    /// Emits, final, every window ending in `(closed_through, until]` that holds data, then
+    /// drops panes no open window needs.
+    fn close_until(&mut self, until: i64, settings: &Settings, sink: &mut Sink<'_>) {
+        let Some(last) = self.panes.back().map(|p| p.start) else {
+            self.closed_through = until;
+            return;
+        };
+        let pane_ms = settings.pane_ms();
+        for w in &settings.windows {
+            // Ends past `last + pane + size` hold no data; stop there even after a long gap.
+            let first = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
+            let stop = until.min(last + pane_ms + w.size_ms);
+            let mut end = first;
+            while end <= stop {
+                self.emit(end, w, false, sink);
+                end += w.hop_ms;
+            }
+        }
+        self.closed_through = until;
+        let max = settings.max_window_ms();
+        while self.panes.front().is_some_and(|p| p.start + max <= until) {
+            self.panes.pop_front();
+        }
+    }
+
+    /// Emits the window `[end - size, end)` if it holds data.
+    fn emit(&self, end: i64, w: &WindowSpec, partial: bool, sink: &mut Sink<'_>) {
+        let from = end - w.size_ms;
+        let mut merged: Option<Pane> = None;
+        for p in self.panes.iter().filter(|p| p.start >= from && p.start < end) {
+            match merged.as_mut() {
+                None => merged = Some(p.clone()),
+                Some(m) => m.merge(p),
+            }
+        }
+        let Some(m) = merged.filter(|m| m.count > 0) else {
+            return;
+        };
+        sink.out.push(crate::model::Insight::Aggregate(Aggregate {
+            device_id: sink.device.clone(),
+            metric: sink.metric.to_owned(),
+            window_start: Ts(from),
+            window_ms: w.size_ms,
+            hop_ms: w.hop_ms,
+            count: m.count,
+            min: m.min,
+            max: m.max,
+            sum: m.mean * m.count as f64,
+            stddev: (m.m2 / m.count as f64).max(0.0).sqrt(),
+            p50: m.sketch.quantile(0.50).map(|q| q.clamp(m.min, m.max)),
+            p95: m.sketch.quantile(0.95).map(|q| q.clamp(m.min, m.max)),
+            p99: m.sketch.quantile(0.99).map(|q| q.clamp(m.min, m.max)),
+            partial,
+        }));
+    }
+
+    /// Emits, as partial, the earliest still-open window of each kind that holds the newest
+    /// data (when anything arrived since the last call).
+    pub fn emit_partial(&mut self, settings: &Settings, sink: &mut Sink<'_>) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let Some(last) = self.panes.back().map(|p| p.start) else {
+            return;
+        };
+        for w in &settings.windows {
+            let end = (last.div_euclid(w.hop_ms) + 1) * w.hop_ms;
+            self.emit(end, w, true, sink);
+        }
+    }
+
+    /// Emits every window that holds data and is not yet final, as partial (end of a replay).
+    pub fn emit_open(&self, settings: &Settings, sink: &mut Sink<'_>) {
+        let Some(last) = self.panes.back().map(|p| p.start) else {
+            return;
+        };
+        for w in &settings.windows {
+            let mut end = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
+            // Windows [end - size, end) holding the newest pane end by `last + size`.
+            while end <= last + w.size_ms {
+                self.emit(end, w, true, sink);
+                end += w.hop_ms;
+            }
+        }
+    }
+}
