@@ -100,6 +100,19 @@ impl Episode {
         }
     }
 
+    /// Another detection while open (spikes, level shifts): always an `alert.updated` event
+    /// (so every detection is visible on the alerts topic), with the peak kept extreme.
+    pub fn touch(&mut self, value: f64, higher: bool, out: &mut Vec<AlertEvent>) {
+        self.clear_since = None;
+        if let Some(alert) = self.active.as_mut() {
+            let peak = alert.peak.unwrap_or(alert.value);
+            if (higher && value > peak) || (!higher && value < peak) {
+                alert.peak = Some(value);
+            }
+            out.push(AlertEvent::new(AlertEventKind::Updated, (**alert).clone()));
+        }
+    }
+
     /// The condition has cleared at `ts`: resolves now, or, while flapping, once it has been
     /// clear for the flap window. `message` is built only when the alert resolves.
     pub fn clear(

@@ -203,10 +203,8 @@ impl DetectorStates {
             Which::Shift => &mut self.shift_alert,
         };
         if episode.is_active() {
-            // Another one while open: the alert gathers it (a new peak updates it).
-            episode.holding();
-            let higher = s.value >= s.baseline;
-            episode.update_peak(s.value, higher, alerts);
+            // Another one while open: the alert gathers it (`alert.updated`).
+            episode.touch(s.value, s.value >= s.baseline, alerts);
             return;
         }
         let evidence = Evidence {

@@ -88,7 +88,7 @@ impl Detector {
     fn defaults(kind: DetectorKind) -> Detector {
         let (threshold, severity, for_ms) = match kind {
             DetectorKind::Spike => (6.0, Severity::Warning, 0),
-            DetectorKind::LevelShift => (10.0, Severity::Warning, 0),
+            DetectorKind::LevelShift => (15.0, Severity::Warning, 0),
             DetectorKind::Flatline => (0.0, Severity::Warning, 15 * 60_000),
             DetectorKind::Silence => (0.0, Severity::Critical, 5 * 60_000),
             DetectorKind::Rate => (0.0, Severity::Warning, 0),
