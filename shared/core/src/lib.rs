@@ -13,6 +13,7 @@ pub mod ports;
 pub mod reading;
 pub mod rules;
 pub mod sas;
+pub mod sim;
 pub mod ts;
 
 pub use device::DeviceId;

@@ -286,11 +286,12 @@ pub struct Fit {
 }
 
 impl Trend {
-    /// Memory of the fit, in readings.
-    const SPAN: f64 = 30.0;
+    /// Memory of the fit for forecasts, in readings.
+    pub const SPAN: u32 = 30;
 
+    /// Adds a reading; `span` is the fit's memory in readings.
     #[inline]
-    pub fn add(&mut self, ts: i64, x: f64) {
+    pub fn add(&mut self, ts: i64, x: f64, span: u32) {
         if self.n == 0 {
             self.anchor = ts;
         }
@@ -304,7 +305,7 @@ impl Trend {
             self.anchor = ts;
             t = 0.0;
         }
-        let decay = 1.0 - 1.0 / Self::SPAN;
+        let decay = 1.0 - 1.0 / span.max(2) as f64;
         self.w = self.w * decay + 1.0;
         self.t = self.t * decay + t;
         self.x = self.x * decay + x;
@@ -314,9 +315,9 @@ impl Trend {
         self.n = self.n.saturating_add(1);
     }
 
-    /// The fit at time `ts`, once there are enough readings spread over time.
-    pub fn fit(&self, ts: i64) -> Option<Fit> {
-        if self.n < 10 {
+    /// The fit at time `ts`, once there are `min_n` readings spread over time.
+    pub fn fit(&self, ts: i64, min_n: u32) -> Option<Fit> {
+        if self.n < min_n {
             return None;
         }
         let var_t = self.w * self.tt - self.t * self.t;

@@ -153,9 +153,9 @@ fn flatline_counts_time_and_readings_within_the_tolerance() {
 fn the_trend_fit_recovers_a_line() {
     let mut t = Trend::default();
     for i in 0..100 {
-        t.add(1_000_000 + i * 10_000, 3.0 + 0.5 * i as f64); // +0.5 per 10 s
+        t.add(1_000_000 + i * 10_000, 3.0 + 0.5 * i as f64, Trend::SPAN); // +0.5 per 10 s
     }
-    let fit = t.fit(1_000_000 + 99 * 10_000).unwrap();
+    let fit = t.fit(1_000_000 + 99 * 10_000, 10).unwrap();
     assert!((fit.slope - 0.05).abs() < 1e-9, "{fit:?}");
     assert!(
         (fit.level - (3.0 + 49.5)).abs() < 1e-6 && fit.r_squared > 0.999,
@@ -167,9 +167,9 @@ fn the_trend_fit_recovers_a_line() {
 fn the_trend_stays_accurate_across_a_re_anchoring() {
     let mut t = Trend::default();
     for i in 0..2_000i64 {
-        t.add(i * 60_000, 0.001 * i as f64); // 1.4 days
+        t.add(i * 60_000, 0.001 * i as f64, Trend::SPAN); // 1.4 days
     }
-    let fit = t.fit(1_999 * 60_000).unwrap();
+    let fit = t.fit(1_999 * 60_000, 10).unwrap();
     assert!((fit.slope * 60.0 - 0.001).abs() < 1e-9, "{fit:?}");
     assert!((fit.level - 1.999).abs() < 1e-6, "{fit:?}");
 }
@@ -180,4 +180,3 @@ fn scores_are_one_half_at_the_threshold_and_monotone() {
     assert!(score(-12.0, 6.0) > 0.9 && score(1.0, 6.0) < 0.05);
     assert_eq!(score(0.0, 6.0), 0.0);
 }
-

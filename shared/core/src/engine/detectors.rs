@@ -5,7 +5,7 @@
 //! alert resolves when the condition ends.
 
 use super::alerting::{Episode, Opening, fmt_num, human_ms};
-use super::detect::{Flat, Shift, Signal, Spike, score};
+use super::detect::{Flat, Shift, Signal, Spike, Trend, score};
 use super::threshold::Ctx;
 use crate::model::{AlertEvent, Evidence};
 use crate::rules::{Detector, DetectorKind, DetectorPlan};
@@ -21,8 +21,17 @@ pub struct DetectorStates {
     shift_last: i64,
     flat: Flat,
     flat_alert: Episode,
+    /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
+    /// two readings.
+    rate: Trend,
     rate_alert: Episode,
+    /// Readings in a row equal to the one before: a stuck value must not teach the baselines
+    /// that the noise is zero (every reading after it would look like a spike).
+    repeats: u32,
 }
+
+/// Repeats after which spike and level-shift detection pause until the value moves.
+const STUCK: u32 = 3;
 
 /// The previous in-order (ts, value) of the metric, for rate of change.
 pub type Prev = Option<(i64, f64)>;
@@ -42,7 +51,12 @@ impl DetectorStates {
     ) -> f64 {
         let ts = c.ts.millis();
         let mut best = 0.0f64;
-        if let Some(i) = plan.spike {
+        self.repeats = match prev {
+            Some((_, v)) if v == c.value => self.repeats.saturating_add(1),
+            _ => 0,
+        };
+        let moving = self.repeats < STUCK;
+        if let (Some(i), true) = (plan.spike, moving) {
             let d = &detectors[i as usize];
             let (signal, z) = self.spike.step(c.value, d.threshold, d.warmup, d.span, d.max_len);
             best = best.max(score(z, d.threshold));
@@ -53,7 +67,7 @@ impl DetectorStates {
                 quiet(&mut self.spike_alert, d, metric, c, alerts);
             }
         }
-        if let Some(i) = plan.level_shift {
+        if let (Some(i), true) = (plan.level_shift, moving) {
             let d = &detectors[i as usize];
             let (signal, sum) = self.shift.step(c.value, d.threshold, d.drift, d.warmup, d.span);
             best = best.max(score(sum, d.threshold));
@@ -115,10 +129,12 @@ impl DetectorStates {
                 );
             }
         }
-        if let (Some(i), Some((pts, pv))) = (plan.rate, prev) {
+        if let Some(i) = plan.rate {
             let d = &detectors[i as usize];
-            if ts > pts {
-                let rate = (c.value - pv) / (ts - pts) as f64 * d.per_ms as f64;
+            self.rate.add(ts, c.value, d.span);
+            // Needs half a span of readings, and time between them.
+            if let (Some(fit), Some((_, pv))) = (self.rate.fit(ts, (d.span / 2).max(3)), prev) {
+                let rate = fit.slope * d.per_ms as f64 / 1000.0;
                 best = best.max(score(rate, d.max_change));
                 self.rate_step(d, metric, rate, pv, c, alerts);
             }

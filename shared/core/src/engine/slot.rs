@@ -102,9 +102,9 @@ impl Slot {
             &mut out.alerts,
         );
         if let Some(trend) = self.trend.as_mut() {
-            trend.add(t, value);
+            trend.add(t, value, Trend::SPAN);
             let fit = if settings.forecast_horizon_ms > 0 {
-                trend.fit(t)
+                trend.fit(t, 10)
             } else {
                 None
             };

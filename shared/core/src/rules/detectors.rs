@@ -66,7 +66,8 @@ pub struct Detector {
     pub drift: f64,
     /// spike, level_shift: readings needed to learn the baseline before the detector may fire.
     pub warmup: u32,
-    /// spike, level_shift: baseline memory, in readings (EWMA span).
+    /// spike, level_shift: baseline memory, in readings (EWMA span, 60); rate: readings the
+    /// slope is fitted over (6).
     pub span: u32,
     /// spike: longest excursion (readings) still called a spike; longer is a level change.
     pub max_len: u32,
@@ -95,6 +96,8 @@ impl Detector {
         };
         Detector {
             kind,
+            // Rate fits a line over its span: short, so it follows a ramp within a few readings.
+            span: if kind == DetectorKind::Rate { 6 } else { 60 },
             name: kind.as_str().to_owned(),
             metrics: "*".into(),
             devices: "*".into(),
@@ -103,7 +106,6 @@ impl Detector {
             threshold,
             drift: 0.5,
             warmup: 30,
-            span: 60,
             max_len: 5,
             quiet_ms: 60_000,
             for_ms,
