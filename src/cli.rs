@@ -27,6 +27,9 @@ pub enum Command {
     Devices(DevicesArgs),
     /// Create what the configured backends need (tables, topics). Idempotent.
     Migrate(StateArgs),
+    /// Synthetic sensors with labelled anomalies: send to an ingest endpoint (--target) or run
+    /// through the engine offline (--offline); reports throughput, latency and detection quality.
+    Simulate(crate::sim_cmd::SimulateArgs),
     /// Run the analyze engine over recorded telemetry (NDJSON or CSV) and print what it finds.
     Replay {
         /// NDJSON readings, or CSV with columns timestamp,value[,deviceId,metric].

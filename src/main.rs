@@ -6,6 +6,7 @@ mod devices;
 mod http;
 mod replay;
 mod secrets;
+mod sim_cmd;
 mod simulate;
 mod workers;
 
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => up(cli.up).await,
         Some(Command::Up(args)) => up(args).await,
         Some(Command::Devices(args)) => devices_cmd(args.command).await,
+        Some(Command::Simulate(args)) => sim_cmd::run(args).await,
         Some(Command::Replay { file, rules, scores }) => {
             let rules = load_rules(rules.as_deref())?;
             let stdout = std::io::stdout();
