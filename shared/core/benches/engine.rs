@@ -18,6 +18,8 @@
 //! After warm-up it prints, once, the engine state size per device-metric:
 //! `engine.snapshot().len() / (devices * metrics)` (target: at most 2 KiB).
 //!
+//! Allocator: mimalloc, as in the `iotstream` binary.
+//!
 //! Run (short):
 //! `CARGO_TARGET_DIR=$HOME/.cache/iotstream-target cargo bench -p iotstream-core --bench engine -- --warm-up-time 1 --measurement-time 3`
 
@@ -29,6 +31,9 @@ use iotstream_core::rules::Rules;
 use iotstream_core::{Reading, Ts};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEVICES: u64 = 10_000;
 const METRICS: u64 = 4;

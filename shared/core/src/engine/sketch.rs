@@ -98,6 +98,12 @@ impl Store {
         self.bins[(i.max(self.offset) - self.offset) as usize] += n;
     }
 
+    fn copy_from(&mut self, o: &Store) {
+        self.offset = o.offset;
+        self.bins.clear();
+        self.bins.extend_from_slice(&o.bins);
+    }
+
     fn merge(&mut self, other: &Store) {
         for (k, &n) in other.bins.iter().enumerate() {
             if n > 0 {
@@ -129,6 +135,20 @@ impl Sketch {
         } else {
             self.zero += 1;
         }
+    }
+
+    /// Becomes a copy of `o`, reusing this sketch's memory.
+    pub fn copy_from(&mut self, o: &Sketch) {
+        self.pos.copy_from(&o.pos);
+        self.neg.copy_from(&o.neg);
+        self.zero = o.zero;
+    }
+
+    /// Empties the sketch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.pos.bins.clear();
+        self.neg.bins.clear();
+        self.zero = 0;
     }
 
     pub fn merge(&mut self, other: &Sketch) {

@@ -4,7 +4,7 @@
 use super::detect::Trend;
 use super::detectors::DetectorStates;
 use super::threshold::{Ctx, ThresholdState};
-use super::window::{Sink, Windows};
+use super::window::{Pane, Sink, Windows};
 use super::{Output, Score};
 use crate::DeviceId;
 use crate::rules::{DetectorPlan, Rules};
@@ -70,6 +70,7 @@ impl Slot {
         value: f64,
         out: &mut Output,
         scoring: bool,
+        scratch: &mut Pane,
     ) {
         let t = ts.millis();
         let settings = &rules.settings;
@@ -81,6 +82,7 @@ impl Slot {
                 device,
                 metric: &self.metric,
                 out: &mut out.insights,
+                scratch,
             },
         );
         let prev = self.last.replace((t, value));
@@ -120,7 +122,7 @@ impl Slot {
                 device_id: device.clone(),
                 metric: self.metric.to_string(),
                 value,
-                score: (score * 1e4).round() / 1e4,
+                score: (super::detect::score(score, 1.0) * 1e4).round() / 1e4,
             });
         }
     }

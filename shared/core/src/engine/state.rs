@@ -5,7 +5,7 @@ use super::alerting::{Episode, Opening, human_ms};
 use super::detect::score;
 use super::detectors::threshold_of;
 use super::slot::Slot;
-use super::window::Sink;
+use super::window::{Pane, Sink};
 use super::{DEDUP_WINDOW, Output};
 use crate::DeviceId;
 use crate::model::{Evidence, Insight, LateReading, LatestState};
@@ -23,6 +23,9 @@ pub struct EngineState {
     pub(super) devices: Vec<Device>,
     #[serde(skip)]
     pub(super) index: FxHashMap<DeviceId, u32>,
+    /// Where windows are merged when emitted (memory reused).
+    #[serde(skip)]
+    pub(super) scratch: Pane,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,15 +94,17 @@ impl Device {
 
     /// Analyses one reading in event-time order: each metric goes to its slot, unless that
     /// metric already saw a newer value (then it is late for that metric).
-    fn analyse(&mut self, rules: &Rules, r: &Reading, out: &mut Output, scoring: bool) {
+    fn analyse(&mut self, rules: &Rules, r: &Reading, out: &mut Output, scoring: bool, scratch: &mut Pane) {
         let ts = r.ts.millis();
         let mut late: Vec<String> = Vec::new();
         let mut k = 0;
         for (name, &value) in &r.metrics {
-            while k < self.slots.len() && *self.slots[k].metric < **name {
+            // Usually the device sends the same metrics every time: the next slot is the one.
+            let hit = k < self.slots.len() && *self.slots[k].metric == **name;
+            while !hit && k < self.slots.len() && *self.slots[k].metric < **name {
                 k += 1;
             }
-            if k == self.slots.len() || *self.slots[k].metric != **name {
+            if !hit && (k == self.slots.len() || *self.slots[k].metric != **name) {
                 let mut slot = Slot::new(name);
                 slot.bind(rules, self.id.as_str());
                 self.slots.insert(k, slot);
@@ -109,7 +114,8 @@ impl Device {
                 late.push(name.clone());
                 continue;
             }
-            slot.step(rules, &self.id, &r.id, r.ts, value, out, scoring);
+            slot.step(rules, &self.id, &r.id, r.ts, value, out, scoring, scratch);
+            k += 1;
         }
         if !late.is_empty() {
             let watermark = self.newest.saturating_sub(rules.settings.allowed_lateness_ms);
@@ -129,7 +135,7 @@ impl Device {
     }
 
     /// Applies buffered readings the watermark has passed (all of them with `all`).
-    fn release(&mut self, rules: &Rules, all: bool, out: &mut Output, scoring: bool) {
+    fn release(&mut self, rules: &Rules, all: bool, out: &mut Output, scoring: bool, scratch: &mut Pane) {
         let watermark = self.newest.saturating_sub(rules.settings.allowed_lateness_ms);
         while self
             .pending
@@ -137,7 +143,7 @@ impl Device {
             .is_some_and(|r| all || r.ts.millis() <= watermark)
         {
             let r = self.pending.pop_front().expect("checked above");
-            self.analyse(rules, &r, out, scoring);
+            self.analyse(rules, &r, out, scoring, scratch);
         }
     }
 
@@ -181,7 +187,7 @@ impl Device {
         );
     }
 
-    fn emit_changes(&mut self, rules: &Rules, out: &mut Output) {
+    fn emit_changes(&mut self, rules: &Rules, out: &mut Output, scratch: &mut Pane) {
         if !std::mem::take(&mut self.changed) {
             return;
         }
@@ -192,6 +198,7 @@ impl Device {
                     device: &self.id,
                     metric: &s.metric,
                     out: &mut out.insights,
+                    scratch,
                 },
             );
         }
@@ -256,7 +263,7 @@ impl EngineState {
                 self.devices.len() - 1
             }
         };
-        let d = &mut self.devices[i];
+        let (d, scratch) = (&mut self.devices[i], &mut self.scratch);
         if !d.first_time(&r.id) {
             out.stats.duplicates += 1;
             return;
@@ -279,7 +286,7 @@ impl EngineState {
         let lateness = rules.settings.allowed_lateness_ms;
         if lateness == 0 {
             d.newest = d.newest.max(ts);
-            d.analyse(rules, r, out, scoring);
+            d.analyse(rules, r, out, scoring, scratch);
             return;
         }
         let watermark = d.newest.saturating_sub(lateness);
@@ -294,7 +301,7 @@ impl EngineState {
         let at = d.pending.partition_point(|p| p.ts <= r.ts);
         d.pending.insert(at, r.clone());
         d.newest = d.newest.max(ts);
-        d.release(rules, false, out, scoring);
+        d.release(rules, false, out, scoring, scratch);
     }
 
     /// Processing-time work: silence, flushing reorder buffers of idle devices, and partial
@@ -304,16 +311,16 @@ impl EngineState {
         for d in &mut self.devices {
             d.silence_open(rules, now, out);
             if lateness > 0 && !d.pending.is_empty() && now - d.last_arrival >= lateness {
-                d.release(rules, true, out, false);
+                d.release(rules, true, out, false, &mut self.scratch);
             }
-            d.emit_changes(rules, out);
+            d.emit_changes(rules, out, &mut self.scratch);
         }
     }
 
     /// End of input (replay): every buffered reading, every open window, every latest state.
     pub(super) fn finish(&mut self, rules: &Rules, out: &mut Output, scoring: bool) {
         for d in &mut self.devices {
-            d.release(rules, true, out, scoring);
+            d.release(rules, true, out, scoring, &mut self.scratch);
             for s in &d.slots {
                 s.windows.emit_open(
                     &rules.settings,
@@ -321,6 +328,7 @@ impl EngineState {
                         device: &d.id,
                         metric: &s.metric,
                         out: &mut out.insights,
+                        scratch: &mut self.scratch,
                     },
                 );
             }

@@ -26,8 +26,14 @@ pub struct Pane {
     sketch: Sketch,
 }
 
+impl Default for Pane {
+    fn default() -> Self {
+        Pane::new(0)
+    }
+}
+
 impl Pane {
-    fn new(start: i64) -> Pane {
+    pub fn new(start: i64) -> Pane {
         Pane {
             start,
             count: 0,
@@ -37,6 +43,19 @@ impl Pane {
             m2: 0.0,
             sketch: Sketch::default(),
         }
+    }
+
+    /// Empties the pane for a new start, keeping the sketch's memory.
+    fn reset(&mut self, start: i64) {
+        (self.start, self.count, self.mean, self.m2) = (start, 0, 0.0, 0.0);
+        (self.min, self.max) = (f64::INFINITY, f64::NEG_INFINITY);
+        self.sketch.clear();
+    }
+
+    fn copy_from(&mut self, o: &Pane) {
+        (self.start, self.count, self.mean, self.m2) = (o.start, o.count, o.mean, o.m2);
+        (self.min, self.max) = (o.min, o.max);
+        self.sketch.copy_from(&o.sketch);
     }
 
     #[inline]
@@ -75,6 +94,9 @@ pub struct Windows {
     /// A value arrived since the last partial emission.
     #[serde(skip)]
     pub dirty: bool,
+    /// The last pane dropped, reused for the next one (saves its allocations).
+    #[serde(skip)]
+    spare: Option<Pane>,
 }
 
 /// Where emitted aggregates go, with the names they carry.
@@ -82,6 +104,8 @@ pub struct Sink<'a> {
     pub device: &'a DeviceId,
     pub metric: &'a str,
     pub out: &'a mut Vec<crate::model::Insight>,
+    /// Where windows are merged (memory reused across emissions).
+    pub scratch: &'a mut Pane,
 }
 
 impl Windows {
@@ -96,7 +120,14 @@ impl Windows {
                 self.close_until(start, settings, sink);
             }
             if self.panes.back().is_none_or(|p| p.start < start) {
-                self.panes.push_back(Pane::new(start));
+                let pane = match self.spare.take() {
+                    Some(mut p) => {
+                        p.reset(start);
+                        p
+                    }
+                    None => Pane::new(start),
+                };
+                self.panes.push_back(pane);
             }
         }
         // In order, so the value's pane is the newest one (equal ts stay in it).
@@ -127,23 +158,26 @@ impl Windows {
         self.closed_through = until;
         let max = settings.max_window_ms();
         while self.panes.front().is_some_and(|p| p.start + max <= until) {
-            self.panes.pop_front();
+            self.spare = self.panes.pop_front();
         }
     }
 
     /// Emits the window `[end - size, end)` if it holds data.
     fn emit(&self, end: i64, w: &WindowSpec, partial: bool, sink: &mut Sink<'_>) {
         let from = end - w.size_ms;
-        let mut merged: Option<Pane> = None;
-        for p in self.panes.iter().filter(|p| p.start >= from && p.start < end) {
-            match merged.as_mut() {
-                None => merged = Some(p.clone()),
-                Some(m) => m.merge(p),
+        let mut any = false;
+        for p in self.panes.iter().filter(|p| p.start >= from && p.start < end && p.count > 0) {
+            if any {
+                sink.scratch.merge(p);
+            } else {
+                sink.scratch.copy_from(p);
+                any = true;
             }
         }
-        let Some(m) = merged.filter(|m| m.count > 0) else {
+        if !any {
             return;
-        };
+        }
+        let m = &*sink.scratch;
         sink.out.push(crate::model::Insight::Aggregate(Aggregate {
             device_id: sink.device.clone(),
             metric: sink.metric.to_owned(),
