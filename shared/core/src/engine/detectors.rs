@@ -11,24 +11,34 @@ use crate::model::{AlertEvent, Evidence};
 use crate::rules::{Detector, DetectorKind, DetectorPlan};
 use serde::{Deserialize, Serialize};
 
+/// Hot fields first, the alerts (touched only when open or firing) last: `repr(C)` keeps that
+/// order, so a reading touches as few cache lines as possible.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct DetectorStates {
-    pub spike: Spike,
-    spike_alert: Episode,
-    spike_last: i64,
-    pub shift: Shift,
-    shift_alert: Episode,
-    shift_last: i64,
-    flat: Flat,
-    flat_alert: Episode,
-    /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
-    /// two readings.
-    rate: Trend,
-    rate_alert: Episode,
     /// Readings in a row equal to the one before: a stuck value must not teach the baselines
     /// that the noise is zero (every reading after it would look like a spike).
     repeats: u32,
+    /// Which alerts are open (bits below): checked on every reading instead of the episodes.
+    open: u8,
+    pub spike: Spike,
+    spike_last: i64,
+    pub shift: Shift,
+    shift_last: i64,
+    flat: Flat,
+    /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
+    /// two readings.
+    rate: Trend,
+    spike_alert: Episode,
+    shift_alert: Episode,
+    flat_alert: Episode,
+    rate_alert: Episode,
 }
+
+const SPIKE: u8 = 1;
+const SHIFT: u8 = 2;
+const FLAT: u8 = 4;
+const RATE: u8 = 8;
 
 /// Repeats after which spike and level-shift detection pause until the value moves.
 const STUCK: u32 = 3;
@@ -64,8 +74,10 @@ impl DetectorStates {
             if let Some(s) = signal {
                 self.spike_last = ts;
                 self.event(Which::Spike, d, metric, s, c, alerts);
-            } else if self.spike_alert.is_active() && ts - self.spike_last >= d.quiet_ms {
+                self.mark(SPIKE, self.spike_alert.is_active());
+            } else if self.open & SPIKE != 0 && ts - self.spike_last >= d.quiet_ms {
                 quiet(&mut self.spike_alert, d, metric, c, alerts);
+                self.mark(SPIKE, self.spike_alert.is_active());
             }
         }
         if let (Some(i), true) = (plan.level_shift, moving) {
@@ -75,8 +87,10 @@ impl DetectorStates {
             if let Some(s) = signal {
                 self.shift_last = ts;
                 self.event(Which::Shift, d, metric, s, c, alerts);
-            } else if self.shift_alert.is_active() && ts - self.shift_last >= d.quiet_ms {
+                self.mark(SHIFT, self.shift_alert.is_active());
+            } else if self.open & SHIFT != 0 && ts - self.shift_last >= d.quiet_ms {
                 quiet(&mut self.shift_alert, d, metric, c, alerts);
+                self.mark(SHIFT, self.shift_alert.is_active());
             }
         }
         if let Some(i) = plan.flatline {
@@ -84,7 +98,8 @@ impl DetectorStates {
             let held = self.flat.step(c.value, ts, d.tolerance, d.min_readings);
             best = best.max(held as f64 / d.for_ms as f64);
             if held >= d.for_ms && held > 0 {
-                if !self.flat_alert.is_active() {
+                if self.open & FLAT == 0 {
+                    self.open |= FLAT;
                     let reference = self.flat.reference;
                     let evidence = Evidence {
                         value: c.value,
@@ -113,7 +128,7 @@ impl DetectorStates {
                 } else {
                     self.flat_alert.holding();
                 }
-            } else if self.flat_alert.is_active() {
+            } else if self.open & FLAT != 0 {
                 let (dev, v) = (c.device, c.value);
                 self.flat_alert.clear(
                     c.ts,
@@ -128,6 +143,7 @@ impl DetectorStates {
                     },
                     alerts,
                 );
+                self.mark(FLAT, self.flat_alert.is_active());
             }
         }
         if let Some(i) = plan.rate {
@@ -154,7 +170,7 @@ impl DetectorStates {
     ) {
         let per = human_ms(d.per_ms);
         if rate.abs() > d.max_change {
-            if self.rate_alert.is_active() {
+            if self.open & RATE != 0 {
                 self.rate_alert.holding();
                 return;
             }
@@ -188,7 +204,8 @@ impl DetectorStates {
                 c,
                 alerts,
             );
-        } else if self.rate_alert.is_active() {
+            self.open |= RATE;
+        } else if self.open & RATE != 0 {
             let (dev, v) = (c.device, c.value);
             self.rate_alert.clear(
                 c.ts,
@@ -203,6 +220,15 @@ impl DetectorStates {
                 },
                 alerts,
             );
+            self.mark(RATE, self.rate_alert.is_active());
+        }
+    }
+
+    fn mark(&mut self, bit: u8, on: bool) {
+        if on {
+            self.open |= bit;
+        } else {
+            self.open &= !bit;
         }
     }
 

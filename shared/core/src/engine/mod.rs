@@ -34,8 +34,10 @@ pub use alerting::alert_id;
 use serde::Serialize;
 pub use state::EngineState;
 
-/// How many recent reading ids per device are remembered to drop redelivered duplicates.
-pub const DEDUP_WINDOW: usize = 64;
+/// How many recent reading ids per device are remembered to drop redelivered duplicates. Ingest
+/// already stores each reading once; this catches a bus redelivering recent records. Older
+/// re-sends are older than their metric's newest value, so they are late, not analysed twice.
+pub const DEDUP_WINDOW: usize = 16;
 /// First byte of a checkpoint: the encoding's version.
 const SNAPSHOT_VERSION: u8 = 2;
 

@@ -10,6 +10,7 @@
 //! smallest magnitudes (the low quantiles of positive data).
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Relative accuracy of every quantile.
 pub const ALPHA: f64 = 0.02;
@@ -52,11 +53,15 @@ fn value(index: i32) -> f64 {
     2.0 * lo * hi / (lo + hi)
 }
 
+/// Bins held inline: a window of one sensor rarely spans more (no allocation, and no pointer
+/// to chase, for the common case).
+const INLINE_BINS: usize = 12;
+
 /// Dense bins from `offset` up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Store {
     offset: i32,
-    bins: Vec<u32>,
+    bins: SmallVec<[u32; INLINE_BINS]>,
 }
 
 impl Store {
@@ -88,7 +93,7 @@ impl Store {
             self.bins[0] += folded;
         } else if offset < self.offset {
             let grow = (self.offset - offset) as usize;
-            self.bins.splice(0..0, std::iter::repeat_n(0, grow));
+            self.bins.insert_many(0, std::iter::repeat_n(0, grow));
             self.offset = offset;
         }
         let need = (top - self.offset + 1) as usize;
@@ -188,11 +193,6 @@ impl Sketch {
             }
         }
         None
-    }
-
-    /// Heap bytes held (for state-size accounting).
-    pub fn heap_bytes(&self) -> usize {
-        (self.pos.bins.capacity() + self.neg.bins.capacity()) * 4
     }
 }
 

@@ -10,24 +10,31 @@ use crate::DeviceId;
 use crate::rules::{DetectorPlan, Rules};
 use crate::ts::Ts;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
+/// Hot fields first (`repr(C)` keeps the order): what every value touches sits together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Slot {
-    pub metric: Box<str>,
+    /// The metric name's bytes, inline: looking a metric up chases no pointer.
+    #[serde(skip)]
+    pub key: SmallVec<[u8; 24]>,
     /// ts and value of the newest in-order value.
     pub last: Option<(i64, f64)>,
-    pub windows: Windows,
-    det: DetectorStates,
-    thresholds: Vec<ThresholdState>,
-    /// Only for metrics with threshold rules (forecasts).
-    trend: Option<Trend>,
     #[serde(skip)]
     plan: DetectorPlan,
+    pub windows: Windows,
+    det: DetectorStates,
+    /// Only for metrics with threshold rules (forecasts).
+    trend: Option<Trend>,
+    thresholds: SmallVec<[ThresholdState; 1]>,
+    pub metric: Box<str>,
 }
 
 impl Slot {
     pub fn new(metric: &str) -> Slot {
         Slot {
+            key: SmallVec::from_slice(metric.as_bytes()),
             metric: metric.into(),
             ..Default::default()
         }
@@ -36,6 +43,7 @@ impl Slot {
     /// (Re)binds the slot to the rules: detector plan, threshold states by rule name (state of
     /// rules that no longer apply is dropped; new rules start fresh).
     pub fn bind(&mut self, rules: &Rules, device: &str) {
+        self.key = SmallVec::from_slice(self.metric.as_bytes());
         self.plan = DetectorPlan::resolve(&rules.detectors, device, &self.metric);
         let mut old = std::mem::take(&mut self.thresholds);
         for (i, rule) in rules.thresholds.iter().enumerate() {

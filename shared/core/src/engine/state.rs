@@ -14,6 +14,7 @@ use crate::rules::{DetectorPlan, Rules};
 use crate::ts::Ts;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Everything the engine remembers. Devices live in a vector (stable order: first seen first),
@@ -21,21 +22,29 @@ use std::collections::{BTreeMap, VecDeque};
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct EngineState {
     pub(super) devices: Vec<Device>,
+    /// Device by the hash of its id (the id itself is checked against the device's inline
+    /// key); ids whose hash is taken by another id go to `collided`.
     #[serde(skip)]
-    pub(super) index: FxHashMap<DeviceId, u32>,
+    pub(super) index: FxHashMap<u64, u32>,
+    #[serde(skip)]
+    pub(super) collided: FxHashMap<DeviceId, u32>,
     /// Where windows are merged when emitted (memory reused).
     #[serde(skip)]
     pub(super) scratch: Pane,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Device {
-    pub(super) id: DeviceId,
+#[repr(C)]
+pub(crate) struct Device {
+    /// The id's bytes, inline (checked on lookup without chasing a pointer).
+    #[serde(skip)]
+    key: SmallVec<[u8; 32]>,
     /// Newest ts that arrived (the device's event-time clock); `i64::MIN` before any.
     newest: i64,
-    /// Hashes of the last reading ids (a ring), to drop re-sends.
-    recent: Vec<u64>,
-    recent_at: u32,
+    /// Hashes of the last reading ids (a ring, inline: it is read for every reading).
+    recent: [u64; DEDUP_WINDOW],
+    recent_len: u8,
+    recent_at: u8,
     /// Sorted by metric name (readings' metrics are too, so lookup is a merge walk).
     pub(super) slots: Vec<Slot>,
     /// Reorder buffer, sorted by ts (stable): readings wait here until the watermark passes.
@@ -43,7 +52,8 @@ pub(super) struct Device {
     pending: VecDeque<Reading>,
     /// Processing time of the last arrival, and that reading's id (silence).
     last_arrival: i64,
-    last_id: String,
+    last_id: SmallVec<[u8; 32]>,
+    pub(super) id: DeviceId,
     silence: Episode,
     #[serde(skip)]
     silence_plan: Option<u16>,
@@ -55,14 +65,16 @@ pub(super) struct Device {
 impl Device {
     fn new(id: DeviceId) -> Device {
         Device {
+            key: SmallVec::from_slice(id.as_str().as_bytes()),
             id,
             newest: i64::MIN,
-            recent: Vec::with_capacity(DEDUP_WINDOW),
+            recent: [0; DEDUP_WINDOW],
+            recent_len: 0,
             recent_at: 0,
             slots: Vec::with_capacity(4),
             pending: VecDeque::new(),
             last_arrival: i64::MIN,
-            last_id: String::new(),
+            last_id: SmallVec::new(),
             silence: Episode::default(),
             silence_plan: None,
             changed: false,
@@ -70,6 +82,7 @@ impl Device {
     }
 
     fn bind(&mut self, rules: &Rules) {
+        self.key = SmallVec::from_slice(self.id.as_str().as_bytes());
         self.silence_plan = DetectorPlan::silence(&rules.detectors, self.id.as_str());
         for s in &mut self.slots {
             s.bind(rules, self.id.as_str());
@@ -80,15 +93,12 @@ impl Device {
     #[inline]
     fn first_time(&mut self, id: &str) -> bool {
         let h = id_hash(id);
-        if self.recent.contains(&h) {
+        if self.recent[..self.recent_len as usize].contains(&h) {
             return false;
         }
-        if self.recent.len() < DEDUP_WINDOW {
-            self.recent.push(h);
-        } else {
-            self.recent[self.recent_at as usize] = h;
-            self.recent_at = (self.recent_at + 1) % DEDUP_WINDOW as u32;
-        }
+        self.recent[self.recent_at as usize] = h;
+        self.recent_at = ((self.recent_at as usize + 1) % DEDUP_WINDOW) as u8;
+        self.recent_len = (self.recent_len as usize + 1).min(DEDUP_WINDOW) as u8;
         true
     }
 
@@ -99,12 +109,13 @@ impl Device {
         let mut late: Vec<String> = Vec::new();
         let mut k = 0;
         for (name, &value) in &r.metrics {
+            let name_b = name.as_bytes();
             // Usually the device sends the same metrics every time: the next slot is the one.
-            let hit = k < self.slots.len() && *self.slots[k].metric == **name;
-            while !hit && k < self.slots.len() && *self.slots[k].metric < **name {
+            let hit = k < self.slots.len() && self.slots[k].key.as_slice() == name_b;
+            while !hit && k < self.slots.len() && self.slots[k].key.as_slice() < name_b {
                 k += 1;
             }
-            if !hit && (k == self.slots.len() || *self.slots[k].metric != **name) {
+            if !hit && (k == self.slots.len() || self.slots[k].key.as_slice() != name_b) {
                 let mut slot = Slot::new(name);
                 slot.bind(rules, self.id.as_str());
                 self.slots.insert(k, slot);
@@ -172,7 +183,7 @@ impl Device {
                 metric: "*",
                 threshold: threshold_of(d),
                 ts: Ts(now),
-                reading_id: &self.last_id,
+                reading_id: std::str::from_utf8(&self.last_id).unwrap_or_default(),
                 evidence: Evidence {
                     value: silent as f64 / 1000.0,
                     baseline: None,
@@ -223,26 +234,45 @@ impl Device {
 
 impl EngineState {
     pub(super) fn bind(&mut self, rules: &Rules) {
-        self.index = self
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.id.clone(), i as u32))
-            .collect();
-        for d in &mut self.devices {
-            d.bind(rules);
+        self.index.clear();
+        self.collided.clear();
+        for i in 0..self.devices.len() {
+            self.devices[i].bind(rules);
+            let id = self.devices[i].id.clone();
+            self.insert_index(&id, i);
+        }
+    }
+
+    fn insert_index(&mut self, id: &DeviceId, i: usize) {
+        let h = key_hash(id.as_str().as_bytes());
+        if self.index.contains_key(&h) {
+            self.collided.insert(id.clone(), i as u32);
+        } else {
+            self.index.insert(h, i as u32);
+        }
+    }
+
+    #[inline]
+    fn find(&self, id: &DeviceId) -> Option<usize> {
+        let bytes = id.as_str().as_bytes();
+        let &i = self.index.get(&key_hash(bytes))?;
+        if self.devices[i as usize].key.as_slice() == bytes {
+            Some(i as usize)
+        } else {
+            self.collided.get(id).map(|&i| i as usize)
         }
     }
 
     /// Takes devices from another state (a partition handed over); ones already here are kept.
     pub(super) fn absorb(&mut self, other: EngineState, rules: &Rules) {
         for mut d in other.devices {
-            if self.index.contains_key(&d.id) {
+            if self.find(&d.id).is_some() {
                 continue;
             }
             d.bind(rules);
-            self.index.insert(d.id.clone(), self.devices.len() as u32);
+            let id = d.id.clone();
             self.devices.push(d);
+            self.insert_index(&id, self.devices.len() - 1);
         }
     }
 
@@ -253,13 +283,13 @@ impl EngineState {
     }
 
     pub(super) fn apply(&mut self, rules: &Rules, r: &Reading, now: i64, out: &mut Output, scoring: bool) {
-        let i = match self.index.get(&r.device_id) {
-            Some(&i) => i as usize,
+        let i = match self.find(&r.device_id) {
+            Some(i) => i,
             None => {
                 let mut d = Device::new(r.device_id.clone());
                 d.bind(rules);
-                self.index.insert(r.device_id.clone(), self.devices.len() as u32);
                 self.devices.push(d);
+                self.insert_index(&r.device_id, self.devices.len() - 1);
                 self.devices.len() - 1
             }
         };
@@ -272,7 +302,7 @@ impl EngineState {
         d.changed = true;
         d.last_arrival = d.last_arrival.max(now);
         d.last_id.clear();
-        d.last_id.push_str(&r.id);
+        d.last_id.extend_from_slice(r.id.as_bytes());
         if d.silence.is_active() {
             let (id, since) = (&d.id, d.silence.active.as_ref().map(|a| a.opened_at));
             let message = format!(
@@ -340,6 +370,14 @@ impl EngineState {
     pub(super) fn slots(&self) -> usize {
         self.devices.iter().map(|d| d.slots.len()).sum()
     }
+}
+
+#[inline]
+fn key_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are

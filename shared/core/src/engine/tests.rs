@@ -494,3 +494,22 @@ fn two_episodes_at_the_same_timestamp_are_two_alerts() {
     assert_eq!(opened.len(), 2);
     assert_ne!(opened[0], opened[1]);
 }
+
+#[test]
+#[ignore]
+fn print_sizes() {
+    use std::mem::size_of;
+    eprintln!(
+        "slot {} det {} windows {} pane {} episode {} threshold {} device {} trend {} spike {} shift {}",
+        size_of::<super::slot::Slot>(),
+        size_of::<super::detectors::DetectorStates>(),
+        size_of::<super::window::Windows>(),
+        size_of::<super::window::Pane>(),
+        size_of::<super::alerting::Episode>(),
+        size_of::<super::threshold::ThresholdState>(),
+        size_of::<super::state::Device>(),
+        size_of::<super::detect::Trend>(),
+        size_of::<super::detect::Spike>(),
+        size_of::<super::detect::Shift>(),
+    );
+}

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Pane {
     start: i64,
     count: u64,
@@ -85,18 +86,19 @@ impl Pane {
     }
 }
 
-/// The panes of one (device, metric) and how far its windows have been emitted.
+/// The panes of one (device, metric) and how far its windows have been emitted. The pane being
+/// filled lives inline (no pointer to chase for every value); closed ones wait in `closed`
+/// while an open window still needs them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Windows {
-    panes: VecDeque<Pane>,
+    current: Pane,
     /// Every window ending at or before this has been emitted final.
     closed_through: i64,
     /// A value arrived since the last partial emission.
     #[serde(skip)]
     pub dirty: bool,
-    /// The last pane dropped, reused for the next one (saves its allocations).
-    #[serde(skip)]
-    spare: Option<Pane>,
+    closed: VecDeque<Pane>,
 }
 
 /// Where emitted aggregates go, with the names they carry.
@@ -114,38 +116,33 @@ impl Windows {
     pub fn add(&mut self, ts: i64, x: f64, settings: &Settings, sink: &mut Sink<'_>) {
         let pane_ms = settings.pane_ms();
         let start = ts.div_euclid(pane_ms) * pane_ms;
-        let newest = self.panes.back().map(|p| p.start);
-        if newest != Some(start) {
-            if newest.is_some_and(|n| start > n) || newest.is_none() {
-                self.close_until(start, settings, sink);
-            }
-            if self.panes.back().is_none_or(|p| p.start < start) {
-                let pane = match self.spare.take() {
-                    Some(mut p) => {
-                        p.reset(start);
-                        p
-                    }
-                    None => Pane::new(start),
-                };
-                self.panes.push_back(pane);
+        if self.current.count == 0 {
+            // The very first value.
+            self.closed_through = start;
+            self.current.reset(start);
+        } else if start > self.current.start {
+            self.close_until(start, settings, sink);
+            let done = std::mem::replace(&mut self.current, Pane::new(start));
+            self.closed.push_back(done);
+            let max = settings.max_window_ms();
+            while self.closed.front().is_some_and(|p| p.start + max <= start) {
+                self.closed.pop_front();
             }
         }
-        // In order, so the value's pane is the newest one (equal ts stay in it).
-        if let Some(p) = self.panes.back_mut() {
-            p.add(x);
-        }
+        // In order, so the value's pane is the current one (equal ts stay in it).
+        self.current.add(x);
         self.dirty = true;
     }
 
-    /// Emits, final, every window ending in `(closed_through, until]` that holds data, then
-    /// drops panes no open window needs.
+    fn panes(&self) -> impl Iterator<Item = &Pane> {
+        self.closed.iter().chain(std::iter::once(&self.current))
+    }
+
+    /// Emits, final, every window ending in `(closed_through, until]` that holds data.
     fn close_until(&mut self, until: i64, settings: &Settings, sink: &mut Sink<'_>) {
-        let Some(last) = self.panes.back().map(|p| p.start) else {
-            self.closed_through = until;
-            return;
-        };
+        let last = self.current.start;
         let pane_ms = settings.pane_ms();
-        for w in &settings.windows {
+        for w in settings.windows() {
             // Ends past `last + pane + size` hold no data; stop there even after a long gap.
             let first = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             let stop = until.min(last + pane_ms + w.size_ms);
@@ -156,17 +153,16 @@ impl Windows {
             }
         }
         self.closed_through = until;
-        let max = settings.max_window_ms();
-        while self.panes.front().is_some_and(|p| p.start + max <= until) {
-            self.spare = self.panes.pop_front();
-        }
     }
 
     /// Emits the window `[end - size, end)` if it holds data.
     fn emit(&self, end: i64, w: &WindowSpec, partial: bool, sink: &mut Sink<'_>) {
         let from = end - w.size_ms;
         let mut any = false;
-        for p in self.panes.iter().filter(|p| p.start >= from && p.start < end && p.count > 0) {
+        for p in self
+            .panes()
+            .filter(|p| p.start >= from && p.start < end && p.count > 0)
+        {
             if any {
                 sink.scratch.merge(p);
             } else {
@@ -199,13 +195,11 @@ impl Windows {
     /// Emits, as partial, the earliest still-open window of each kind that holds the newest
     /// data (when anything arrived since the last call).
     pub fn emit_partial(&mut self, settings: &Settings, sink: &mut Sink<'_>) {
-        if !std::mem::take(&mut self.dirty) {
+        if !std::mem::take(&mut self.dirty) || self.current.count == 0 {
             return;
         }
-        let Some(last) = self.panes.back().map(|p| p.start) else {
-            return;
-        };
-        for w in &settings.windows {
+        let last = self.current.start;
+        for w in settings.windows() {
             let end = (last.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             self.emit(end, w, true, sink);
         }
@@ -213,10 +207,11 @@ impl Windows {
 
     /// Emits every window that holds data and is not yet final, as partial (end of a replay).
     pub fn emit_open(&self, settings: &Settings, sink: &mut Sink<'_>) {
-        let Some(last) = self.panes.back().map(|p| p.start) else {
+        if self.current.count == 0 {
             return;
-        };
-        for w in &settings.windows {
+        }
+        let last = self.current.start;
+        for w in settings.windows() {
             let mut end = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             // Windows [end - size, end) holding the newest pane end by `last + size`.
             while end <= last + w.size_ms {

@@ -71,8 +71,8 @@ pub struct WindowSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Window kinds computed for every (device, metric): `[[windows]]`, by default a 1-minute
-    /// tumbling window and a 5-minute window every minute.
-    pub windows: Vec<WindowSpec>,
+    /// tumbling window and a 5-minute window every minute. Set with [`Settings::set_windows`].
+    windows: Vec<WindowSpec>,
     /// The per-device reorder buffer: readings up to this much older than the device's newest
     /// are re-sorted before analysis (so results equal in-order input); older ones are late.
     /// 0 (the default) analyses at once and treats any out-of-order reading as late.
@@ -83,19 +83,33 @@ pub struct Settings {
     pub flap_window_ms: i64,
     /// Trend forecasts for threshold rules look this far ahead (0 turns them off).
     pub forecast_horizon_ms: i64,
+    /// Derived from `windows` (see [`Settings::pane_ms`]), kept because the engine asks for
+    /// every value.
+    pane: i64,
+    max_window: i64,
 }
 
 impl Settings {
     /// The pane: the largest duration every window size and hop is a multiple of.
+    #[inline]
     pub fn pane_ms(&self) -> i64 {
-        self.windows
-            .iter()
-            .flat_map(|w| [w.size_ms, w.hop_ms])
-            .fold(0, gcd)
+        self.pane
     }
 
+    #[inline]
     pub fn max_window_ms(&self) -> i64 {
-        self.windows.iter().map(|w| w.size_ms).max().unwrap_or(0)
+        self.max_window
+    }
+
+    /// Sets the windows (and what derives from them).
+    pub fn set_windows(&mut self, windows: Vec<WindowSpec>) {
+        self.pane = windows.iter().flat_map(|w| [w.size_ms, w.hop_ms]).fold(0, gcd);
+        self.max_window = windows.iter().map(|w| w.size_ms).max().unwrap_or(0);
+        self.windows = windows;
+    }
+
+    pub fn windows(&self) -> &[WindowSpec] {
+        &self.windows
     }
 }
 
@@ -105,22 +119,26 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            windows: vec![
-                WindowSpec {
-                    size_ms: 60_000,
-                    hop_ms: 60_000,
-                },
-                WindowSpec {
-                    size_ms: 300_000,
-                    hop_ms: 60_000,
-                },
-            ],
+        let mut s = Settings {
+            windows: Vec::new(),
             allowed_lateness_ms: 0,
             flap_max: 3,
             flap_window_ms: 10 * 60_000,
             forecast_horizon_ms: 30 * 60_000,
-        }
+            pane: 0,
+            max_window: 0,
+        };
+        s.set_windows(vec![
+            WindowSpec {
+                size_ms: 60_000,
+                hop_ms: 60_000,
+            },
+            WindowSpec {
+                size_ms: 300_000,
+                hop_ms: 60_000,
+            },
+        ]);
+        s
     }
 }
 
@@ -279,7 +297,7 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
         }
     };
     if !windows.is_empty() {
-        settings.windows.clear();
+        let mut specs = Vec::new();
         for (i, w) in windows.iter().enumerate() {
             let size = dur("windows.size", &w.size, 1_000, errors);
             let hop = match &w.hop {
@@ -288,7 +306,7 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
             };
             match (size, hop) {
                 (Some(size_ms), Some(hop_ms)) if hop_ms <= size_ms => {
-                    settings.windows.push(WindowSpec { size_ms, hop_ms })
+                    specs.push(WindowSpec { size_ms, hop_ms })
                 }
                 (Some(_), Some(_)) => {
                     errors.push(FieldError::new("windows.hop", "must not be longer than size").at(i))
@@ -296,12 +314,13 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
                 _ => {}
             }
         }
+        settings.set_windows(specs);
     } else if let Some(w) = s.window {
         if let Some(ms) = dur("settings.window", &w, 1_000, errors) {
-            settings.windows = vec![WindowSpec {
+            settings.set_windows(vec![WindowSpec {
                 size_ms: ms,
                 hop_ms: ms,
-            }];
+            }]);
         }
     }
     if settings.windows.len() > MAX_WINDOWS {

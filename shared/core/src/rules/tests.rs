@@ -96,7 +96,7 @@ fn built_in_defaults_parse_and_settings_apply() {
     assert_eq!(d.settings.pane_ms(), 60_000);
     let r = Rules::from_toml("[settings]\nwindow='10s'\nallowed_lateness='1m'\nflap_max=4\n").unwrap();
     assert_eq!(
-        r.settings.windows,
+        r.settings.windows(),
         vec![WindowSpec {
             size_ms: 10_000,
             hop_ms: 10_000
