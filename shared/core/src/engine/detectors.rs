@@ -224,6 +224,17 @@ impl DetectorStates {
         }
     }
 
+    /// Reads one word of each hot cache line (see `EngineState::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.repeats as u64
+            ^ self.spike.base.mad.to_bits()
+            ^ self.shift.base.level.to_bits()
+            ^ self.shift.lo_sum.to_bits()
+            ^ self.flat.since as u64
+            ^ self.rate.n as u64
+    }
+
     fn mark(&mut self, bit: u8, on: bool) {
         if on {
             self.open |= bit;

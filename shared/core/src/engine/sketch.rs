@@ -149,6 +149,12 @@ impl Sketch {
         self.zero = o.zero;
     }
 
+    /// Reads the positive bins' first word (see `EngineState::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.pos.offset as u64 ^ self.pos.bins.first().copied().unwrap_or(0) as u64
+    }
+
     /// Empties the sketch, keeping its memory.
     pub fn clear(&mut self) {
         self.pos.bins.clear();

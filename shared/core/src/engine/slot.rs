@@ -12,6 +12,15 @@ use crate::ts::Ts;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+/// One value of one reading.
+#[derive(Clone, Copy)]
+pub struct Value<'a> {
+    pub device: &'a DeviceId,
+    pub reading_id: &'a str,
+    pub ts: Ts,
+    pub value: f64,
+}
+
 /// Hot fields first (`repr(C)` keeps the order): what every value touches sits together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[repr(C)]
@@ -67,19 +76,32 @@ impl Slot {
         }
     }
 
+    /// Reads one word of each hot cache line (see `EngineState::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.key.len() as u64
+            ^ self.windows.touch()
+            ^ self.det.touch()
+            ^ self.trend.map_or(0, |t| t.n as u64)
+            ^ self.thresholds.len() as u64
+    }
+
     /// Advances on one value in event-time order (the caller checked `ts >= last`).
     #[inline]
     pub fn step(
         &mut self,
         rules: &Rules,
-        device: &DeviceId,
-        reading_id: &str,
-        ts: Ts,
-        value: f64,
+        v: &Value<'_>,
         out: &mut Output,
         scoring: bool,
         scratch: &mut Pane,
     ) {
+        let Value {
+            device,
+            reading_id,
+            ts,
+            value,
+        } = *v;
         let t = ts.millis();
         let settings = &rules.settings;
         self.windows.add(

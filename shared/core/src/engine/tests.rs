@@ -495,21 +495,36 @@ fn two_episodes_at_the_same_timestamp_are_two_alerts() {
     assert_ne!(opened[0], opened[1]);
 }
 
+/// Two ids whose hashes collide still get their own state (the index checks the id itself).
 #[test]
-#[ignore]
-fn print_sizes() {
-    use std::mem::size_of;
-    eprintln!(
-        "slot {} det {} windows {} pane {} episode {} threshold {} device {} trend {} spike {} shift {}",
-        size_of::<super::slot::Slot>(),
-        size_of::<super::detectors::DetectorStates>(),
-        size_of::<super::window::Windows>(),
-        size_of::<super::window::Pane>(),
-        size_of::<super::alerting::Episode>(),
-        size_of::<super::threshold::ThresholdState>(),
-        size_of::<super::state::Device>(),
-        size_of::<super::detect::Trend>(),
-        size_of::<super::detect::Spike>(),
-        size_of::<super::detect::Shift>(),
+fn devices_whose_index_hashes_collide_keep_separate_state() {
+    let mut e = engine();
+    run(&mut e, &[reading("pump-1", 0, 10.0)]);
+    // Make `pump-2` look like a collision: point its hash at pump-1's slot in the index.
+    let h2 = super::state::key_hash(b"pump-2");
+    let i1 = e.state.index.values().copied().next().unwrap();
+    e.state.index.insert(h2, i1);
+    run(
+        &mut e,
+        &[
+            reading("pump-2", 0, 20.0),
+            reading("pump-1", 60, 11.0),
+            reading("pump-2", 60, 21.0),
+        ],
+    );
+    assert_eq!(e.devices(), 2);
+    let out = e.finish();
+    let mut latest: Vec<(String, f64)> = out
+        .insights
+        .iter()
+        .filter_map(|i| match i {
+            Insight::Latest(l) => Some((l.device_id.to_string(), l.metrics["temperature"])),
+            _ => None,
+        })
+        .collect();
+    latest.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        latest,
+        vec![("pump-1".to_owned(), 11.0), ("pump-2".to_owned(), 21.0)]
     );
 }

@@ -134,6 +134,12 @@ impl Windows {
         self.dirty = true;
     }
 
+    /// Reads one word of each cache line a value will write (see `EngineState::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.current.count ^ self.current.m2.to_bits() ^ self.current.sketch.touch()
+    }
+
     fn panes(&self) -> impl Iterator<Item = &Pane> {
         self.closed.iter().chain(std::iter::once(&self.current))
     }

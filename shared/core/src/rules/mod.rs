@@ -315,13 +315,13 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
             }
         }
         settings.set_windows(specs);
-    } else if let Some(w) = s.window {
-        if let Some(ms) = dur("settings.window", &w, 1_000, errors) {
-            settings.set_windows(vec![WindowSpec {
-                size_ms: ms,
-                hop_ms: ms,
-            }]);
-        }
+    } else if let Some(w) = s.window
+        && let Some(ms) = dur("settings.window", &w, 1_000, errors)
+    {
+        settings.set_windows(vec![WindowSpec {
+            size_ms: ms,
+            hop_ms: ms,
+        }]);
     }
     if settings.windows.len() > MAX_WINDOWS {
         errors.push(FieldError::new(
@@ -338,10 +338,10 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
             ),
         ));
     }
-    if let Some(l) = s.allowed_lateness {
-        if let Some(ms) = dur("settings.allowed_lateness", &l, 0, errors) {
-            settings.allowed_lateness_ms = ms;
-        }
+    if let Some(l) = s.allowed_lateness
+        && let Some(ms) = dur("settings.allowed_lateness", &l, 0, errors)
+    {
+        settings.allowed_lateness_ms = ms;
     }
     if let Some(n) = s.flap_max {
         if n >= 2 {
@@ -350,15 +350,15 @@ fn parse_settings(s: SettingsWire, windows: Vec<WindowWire>, errors: &mut Vec<Fi
             errors.push(FieldError::new("settings.flap_max", "must be at least 2"));
         }
     }
-    if let Some(w) = s.flap_window {
-        if let Some(ms) = dur("settings.flap_window", &w, 1_000, errors) {
-            settings.flap_window_ms = ms;
-        }
+    if let Some(w) = s.flap_window
+        && let Some(ms) = dur("settings.flap_window", &w, 1_000, errors)
+    {
+        settings.flap_window_ms = ms;
     }
-    if let Some(h) = s.forecast_horizon {
-        if let Some(ms) = dur("settings.forecast_horizon", &h, 0, errors) {
-            settings.forecast_horizon_ms = ms;
-        }
+    if let Some(h) = s.forecast_horizon
+        && let Some(ms) = dur("settings.forecast_horizon", &h, 0, errors)
+    {
+        settings.forecast_horizon_ms = ms;
     }
     settings
 }
