@@ -116,3 +116,55 @@ async fn replay_matches_the_live_pipeline() {
         assert_eq!(series["points"][0]["min"], agg["min"], "{device} {ws}");
     }
 }
+
+/// `replay --scores`: one score per reading and metric, in 0..1, high on the injected spike;
+/// two runs print byte-identical output.
+#[test]
+fn replay_scores_every_reading_and_is_byte_identical_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pump.csv");
+    let mut csv = String::from("timestamp,deviceId,metric,value\n");
+    for i in 0..240i64 {
+        let v = if i == 200 {
+            160.0
+        } else {
+            101.0 + ((i * 37) % 11) as f64 / 20.0
+        };
+        csv.push_str(&format!(
+            "2026-11-25 10:{:02}:{:02},pump-7,pressure,{v}\n",
+            i / 60,
+            i % 60
+        ));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let run = || {
+        let out = std::process::Command::new(bin())
+            .args(["replay", file.to_str().unwrap(), "--scores"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b, "deterministic");
+    let lines: Vec<Value> = String::from_utf8(a)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scores: Vec<&Value> = lines.iter().filter(|v| v.get("score").is_some()).collect();
+    assert_eq!(scores.len(), 240);
+    assert!(
+        scores
+            .iter()
+            .all(|s| s["deviceId"] == "pump-7" && s["metric"] == "pressure")
+    );
+    assert!(scores[200]["score"].as_f64().unwrap() > 0.99, "{}", scores[200]);
+    assert!(scores[150]["score"].as_f64().unwrap() < 0.5, "{}", scores[150]);
+    let spike = lines.iter().find(|v| v["event"] == "alert.opened").unwrap();
+    assert_eq!(
+        (spike["alert"]["kind"].as_str(), spike["alert"]["value"].as_f64()),
+        (Some("spike"), Some(160.0))
+    );
+    assert!(spike["alert"]["evidence"]["baseline"].as_f64().unwrap() < 102.0);
+}

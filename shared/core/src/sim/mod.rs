@@ -274,7 +274,8 @@ impl Simulator {
             }
             metrics.insert(m.name.to_owned(), round(v));
         }
-        let id = format!("{}", d.n);
+        // Unique per run (the start is part of it), deterministic for a configuration.
+        let id = format!("{}-{}", self.cfg.start.millis(), d.n);
         Some(Reading {
             id: reading_key(&d.id, Some(&id), Ts(t), &metrics),
             device_id: d.id.clone(),
