@@ -130,9 +130,28 @@ impl Engine {
                 .collect(),
             ..Default::default()
         };
-        let mut bytes = vec![SNAPSHOT_VERSION];
-        bytes.extend(postcard::to_stdvec(&part).expect("engine state encodes"));
-        bytes
+        encode(&part)
+    }
+
+    /// The state of the devices whose readings come from `partition`.
+    pub fn snapshot_partition(&self, partition: u32) -> Vec<u8> {
+        let part = EngineState {
+            devices: self
+                .state
+                .devices
+                .iter()
+                .filter(|d| d.partition == partition)
+                .cloned()
+                .collect(),
+            ..Default::default()
+        };
+        encode(&part)
+    }
+
+    /// Forgets the devices of `partition` (revoked from this instance by a rebalance).
+    pub fn release_partition(&mut self, partition: u32) {
+        self.state.devices.retain(|d| d.partition != partition);
+        self.state.bind(&self.rules);
     }
 
     /// Adds the devices of a snapshot (a partition assigned to this instance).
@@ -164,12 +183,18 @@ impl Engine {
     /// Analyses a batch that arrived at processing time `now`. Outputs come in the order the
     /// readings caused them; the batching does not change them.
     pub fn process(&mut self, readings: &[Reading], now: Ts) -> Output {
+        self.process_in(readings, 0, now)
+    }
+
+    /// [`Engine::process`] for readings of one bus partition: their devices' state is tagged
+    /// with it, for [`Engine::snapshot_partition`] and [`Engine::release_partition`].
+    pub fn process_in(&mut self, readings: &[Reading], partition: u32, now: Ts) -> Output {
         let mut out = Output::default();
         for chunk in readings.chunks(PREFETCH) {
             self.state.touch(chunk);
             for r in chunk {
                 self.state
-                    .apply(&self.rules, r, now.millis(), &mut out, self.scoring);
+                    .apply(&self.rules, r, partition, now.millis(), &mut out, self.scoring);
             }
         }
         out
@@ -191,6 +216,12 @@ impl Engine {
         self.state.finish(&self.rules, &mut out, self.scoring);
         out
     }
+}
+
+fn encode(state: &EngineState) -> Vec<u8> {
+    let mut bytes = vec![SNAPSHOT_VERSION];
+    bytes.extend(postcard::to_stdvec(state).expect("engine state encodes"));
+    bytes
 }
 
 fn decode(snapshot: &[u8]) -> Result<EngineState, String> {

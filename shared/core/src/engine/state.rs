@@ -50,6 +50,8 @@ pub(super) struct Device {
     /// Reorder buffer, sorted by ts (stable): readings wait here until the watermark passes.
     #[serde(with = "super::codec::json")]
     pending: VecDeque<Reading>,
+    /// The bus partition the device's readings come from (its checkpoint goes with it).
+    pub(super) partition: u32,
     /// Processing time of the last arrival, and that reading's id (silence).
     last_arrival: i64,
     last_id: SmallVec<[u8; 32]>,
@@ -73,6 +75,7 @@ impl Device {
             recent_at: 0,
             slots: Vec::with_capacity(4),
             pending: VecDeque::new(),
+            partition: 0,
             last_arrival: i64::MIN,
             last_id: SmallVec::new(),
             silence: Episode::default(),
@@ -296,7 +299,16 @@ impl EngineState {
         self.bind(rules);
     }
 
-    pub(super) fn apply(&mut self, rules: &Rules, r: &Reading, now: i64, out: &mut Output, scoring: bool) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply(
+        &mut self,
+        rules: &Rules,
+        r: &Reading,
+        partition: u32,
+        now: i64,
+        out: &mut Output,
+        scoring: bool,
+    ) {
         let i = match self.find(&r.device_id) {
             Some(i) => i,
             None => {
@@ -314,6 +326,7 @@ impl EngineState {
         }
         out.stats.processed += 1;
         d.changed = true;
+        d.partition = partition;
         d.last_arrival = d.last_arrival.max(now);
         d.last_id.clear();
         d.last_id.extend_from_slice(r.id.as_bytes());

@@ -417,6 +417,34 @@ fn partitions_of_the_state_move_between_instances_unchanged() {
     assert_eq!(whole.devices(), 1);
 }
 
+#[test]
+fn state_is_tagged_with_the_partition_its_readings_come_from() {
+    let input = sample_input();
+    let (ones, twos): (Vec<Reading>, Vec<Reading>) = input
+        .iter()
+        .cloned()
+        .partition(|r| r.device_id.as_str() == "pump-1");
+    let mut e = engine();
+    run(&mut e, &[]);
+    e.process_in(&ones[..100], 3, NOW);
+    e.process_in(&twos[..100], 5, NOW);
+    let mut only3 = Engine::new(Rules::from_toml(RULES).unwrap());
+    only3.absorb(&e.snapshot_partition(3)).unwrap();
+    assert_eq!(only3.devices(), 1);
+    let mut reference = engine();
+    reference.process_in(&ones[..100], 3, NOW);
+    assert_eq!(
+        only3.process_in(&ones[100..], 3, NOW),
+        reference.process_in(&ones[100..], 3, NOW)
+    );
+    e.release_partition(3);
+    assert_eq!(e.devices(), 1);
+    assert_eq!(
+        Engine::new(Rules::defaults()).snapshot_partition(9).len(),
+        e.snapshot_partition(9).len()
+    );
+}
+
 proptest! {
     /// Replay is deterministic and batching does not matter: the same input through fresh
     /// engines gives identical output, byte for byte, however it is split.
