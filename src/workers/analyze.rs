@@ -1,20 +1,20 @@
-//! analyze's loop: restore checkpoint → poll → evaluate → publish → periodically checkpoint
-//! (engine state + positions) and commit. After a crash, replay from the checkpoint re-publishes
-//! identical outputs (deterministic ids), which downstream sinks absorb.
+//! analyze's loop: poll → (load the checkpoint of a newly owned partition) → evaluate → publish
+//! → periodically checkpoint (per partition: its devices' state + its position) and commit.
+//! After a crash, replay from the checkpoints re-publishes identical outputs (deterministic
+//! ids), which downstream sinks absorb.
 
+use super::partitions::Owned;
 use super::{BATCH, POLL_WAIT, retry_until_ok, stopping};
 use crate::app::{AppState, Config};
 use anyhow::Context;
 use iotstream_analyze::{Input, evaluate, publish, tick};
 use iotstream_core::engine::Engine;
-use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer};
 use iotstream_core::{groups, topics};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-const CHECKPOINT: &str = "analyze";
 /// How often the engine's processing-time work runs (silence, partial windows, latest state).
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -29,24 +29,11 @@ pub async fn spawn(
         .subscribe(groups::ANALYZE, topics::TELEMETRY)
         .await
         .context("analyze cannot subscribe")?;
-    let engine = match checkpoints
-        .load_checkpoint(CHECKPOINT)
-        .await
-        .context("cannot load the analyze checkpoint")?
-    {
-        Some(cp) => {
-            consumer
-                .seek(&cp.positions)
-                .await
-                .context("cannot seek to the analyze checkpoint")?;
-            Engine::restore(cfg.rules.clone(), &cp.state).map_err(anyhow::Error::msg)?
-        }
-        None => Engine::new(cfg.rules.clone()),
-    };
+    let mut engine = Engine::new(cfg.rules.clone());
+    let mut owned = Owned::default();
     let every = cfg.checkpoint_every;
     let mut interval = every;
     Ok(tokio::spawn(async move {
-        let mut engine = engine;
         let mut dirty = false;
         let mut last = Instant::now();
         let mut ticked = Instant::now();
@@ -63,11 +50,29 @@ pub async fn spawn(
             rate = 0.8 * rate + 0.2 * (n / elapsed);
             match batch {
                 Ok(records) if !records.is_empty() => {
-                    let out = evaluate(&Input::decode(&records), &mut engine, crate::app::now());
-                    if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
-                        return; // state now includes an unpublished batch: do not checkpoint it
+                    let admitted = owned
+                        .admit(records, &mut engine, consumer.as_mut(), checkpoints.as_ref())
+                        .await;
+                    let groups = match admitted {
+                        Ok(g) => g,
+                        Err(e) => {
+                            // Nothing was analysed: the records come again after a restart.
+                            tracing::error!(error = %e, "analyze cannot load a partition checkpoint; stopping");
+                            return;
+                        }
+                    };
+                    for (partition, records) in groups {
+                        let out = evaluate(
+                            &Input::decode(&records),
+                            partition,
+                            &mut engine,
+                            crate::app::now(),
+                        );
+                        if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
+                            return; // state now includes an unpublished batch: do not checkpoint it
+                        }
+                        dirty = true;
                     }
-                    dirty = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -87,7 +92,10 @@ pub async fn spawn(
             }
             if checkpoint_due {
                 let started = Instant::now();
-                if checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await {
+                if owned
+                    .checkpoint(&mut engine, consumer.as_mut(), checkpoints.as_ref())
+                    .await
+                {
                     dirty = false;
                 }
                 // Checkpoints of a large state (tens of MB at 10,000s of devices) take a while:
@@ -101,26 +109,11 @@ pub async fn spawn(
         }
         let out = tick(&mut engine, crate::app::now());
         if publish(&out, bus.as_ref()).await.is_ok() && (dirty || !out.alerts.is_empty()) {
-            checkpoint(&engine, consumer.as_mut(), checkpoints.as_ref()).await;
+            owned
+                .checkpoint(&mut engine, consumer.as_mut(), checkpoints.as_ref())
+                .await;
         }
     }))
-}
-
-async fn checkpoint(engine: &Engine, consumer: &mut dyn Consumer, store: &dyn CheckpointStore) -> bool {
-    let cp = Checkpoint {
-        positions: consumer.positions(),
-        state: engine.snapshot(),
-    };
-    metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(cp.state.len() as f64);
-    if let Err(e) = store.save_checkpoint(CHECKPOINT, &cp).await {
-        tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
-        return false;
-    }
-    // Committed offsets only feed lag metrics and other runners; the checkpoint is what resumes.
-    if let Err(e) = consumer.commit().await {
-        tracing::warn!(error = %e, "analyze offset commit failed");
-    }
-    true
 }
 
 pub async fn wait_stop(shutdown: &watch::Receiver<bool>) {

@@ -4,6 +4,7 @@
 
 mod analyze;
 mod notify;
+mod partitions;
 mod process;
 
 use crate::app::{AppState, Config};

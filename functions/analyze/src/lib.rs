@@ -43,10 +43,10 @@ impl Input {
     }
 }
 
-/// Runs the engine over the batch that arrived at `now`. Pure apart from the engine state it
-/// advances.
-pub fn evaluate(input: &Input, engine: &mut Engine, now: Ts) -> EngineOutput {
-    let out = engine.process(&input.readings, now);
+/// Runs the engine over a batch of one bus partition that arrived at `now`. Pure apart from the
+/// engine state it advances.
+pub fn evaluate(input: &Input, partition: u32, engine: &mut Engine, now: Ts) -> EngineOutput {
+    let out = engine.process_in(&input.readings, partition, now);
     record_stats(&out.stats);
     out
 }

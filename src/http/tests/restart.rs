@@ -40,10 +40,10 @@ async fn shutdown_checkpoints_analyze_and_a_restart_resolves_the_same_alert() {
         let backends = iotstream_backends::connect(dir.path(), &cfg.urls).await.unwrap();
         let cp = backends
             .checkpoints
-            .load_checkpoint("analyze")
+            .load_checkpoint("analyze/p0")
             .await
             .unwrap()
-            .expect("shutdown saved the analyze checkpoint");
+            .expect("shutdown saved the checkpoint of analyze's partition");
         let read: u64 = cp.positions.iter().map(|p| p.next_offset).sum();
         assert_eq!(read, 2, "the checkpoint covers both readings");
         assert_eq!(
