@@ -26,13 +26,13 @@ pub struct DetectorStates {
     pub shift: Shift,
     shift_last: i64,
     flat: Flat,
-    /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
-    /// two readings.
-    rate: Trend,
     spike_alert: Episode,
     shift_alert: Episode,
     flat_alert: Episode,
     rate_alert: Episode,
+    /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
+    /// two readings. (Last: only metrics with a rate limit use it.)
+    rate: Trend,
 }
 
 const SPIKE: u8 = 1;
@@ -232,7 +232,6 @@ impl DetectorStates {
             ^ self.shift.base.level.to_bits()
             ^ self.shift.lo_sum.to_bits()
             ^ self.flat.since as u64
-            ^ self.rate.n as u64
     }
 
     fn mark(&mut self, bit: u8, on: bool) {

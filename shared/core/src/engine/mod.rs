@@ -190,11 +190,12 @@ impl Engine {
     /// with it, for [`Engine::snapshot_partition`] and [`Engine::release_partition`].
     pub fn process_in(&mut self, readings: &[Reading], partition: u32, now: Ts) -> Output {
         let mut out = Output::default();
+        let mut found = Vec::with_capacity(PREFETCH);
         for chunk in readings.chunks(PREFETCH) {
-            self.state.touch(chunk);
-            for r in chunk {
+            self.state.touch(chunk, &mut found);
+            for (r, &i) in chunk.iter().zip(&found) {
                 self.state
-                    .apply(&self.rules, r, partition, now.millis(), &mut out, self.scoring);
+                    .apply(&self.rules, r, i, partition, now.millis(), &mut out, self.scoring);
             }
         }
         out

@@ -299,17 +299,25 @@ impl EngineState {
         self.bind(rules);
     }
 
+    /// Analyses one reading; `found` is its device's index from [`EngineState::touch`] (or
+    /// `u32::MAX`, looked up again: an earlier reading of the chunk may have added it).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply(
         &mut self,
         rules: &Rules,
         r: &Reading,
+        found: u32,
         partition: u32,
         now: i64,
         out: &mut Output,
         scoring: bool,
     ) {
-        let i = match self.find(&r.device_id) {
+        let known = if found == u32::MAX {
+            self.find(&r.device_id)
+        } else {
+            Some(found as usize)
+        };
+        let i = match known {
             Some(i) => i,
             None => {
                 let mut d = Device::new(r.device_id.clone());
@@ -366,15 +374,21 @@ impl EngineState {
     /// their cache misses, where processing one reading after another would wait for each in
     /// turn. Then `apply` finds everything in cache. (State for 10,000s of devices is far
     /// larger than the CPU's caches, and readings come in no useful order.)
-    pub(super) fn touch(&self, readings: &[Reading]) {
+    /// Returns each reading's device index (`u32::MAX`: a new device), for `apply`.
+    pub(super) fn touch(&self, readings: &[Reading], found: &mut Vec<u32>) {
         let mut acc = 0u64;
+        found.clear();
         for r in readings {
-            if let Some(i) = self.find(&r.device_id) {
-                let d = &self.devices[i];
-                acc ^= d.newest as u64 ^ d.recent[DEDUP_WINDOW - 1] ^ d.last_arrival as u64;
-                for s in &d.slots {
-                    acc ^= s.touch();
+            match self.find(&r.device_id) {
+                Some(i) => {
+                    let d = &self.devices[i];
+                    acc ^= d.newest as u64 ^ d.recent[DEDUP_WINDOW - 1] ^ d.last_arrival as u64;
+                    for s in &d.slots {
+                        acc ^= s.touch();
+                    }
+                    found.push(i as u32);
                 }
+                None => found.push(u32::MAX),
             }
         }
         std::hint::black_box(acc);
