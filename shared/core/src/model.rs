@@ -162,8 +162,8 @@ impl AlertEvent {
 }
 
 /// A per-device, per-metric window aggregate, keyed by (device, metric, window size, window
-/// start). Emitted final when the device's clock passes the window's end, and as `partial`
-/// while it fills (at most once a second): sinks upsert by key, so the final one wins.
+/// start). Emitted final when the device's clock passes the window's end, and (tumbling windows)
+/// as `partial` while it fills, at most once a second: sinks upsert by key, so the final one wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Aggregate {

@@ -198,14 +198,15 @@ impl Windows {
         }));
     }
 
-    /// Emits, as partial, the earliest still-open window of each kind that holds the newest
-    /// data (when anything arrived since the last call).
+    /// Emits, as partial, the open tumbling window that holds the newest data (when anything
+    /// arrived since the last call).
     pub fn emit_partial(&mut self, settings: &Settings, sink: &mut Sink<'_>) {
         if !std::mem::take(&mut self.dirty) || self.current.count == 0 {
             return;
         }
         let last = self.current.start;
-        for w in settings.windows() {
+        // Tumbling windows only: a hopping window already closes every hop.
+        for w in settings.windows().iter().filter(|w| w.hop_ms == w.size_ms) {
             let end = (last.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             self.emit(end, w, true, sink);
         }
