@@ -49,7 +49,7 @@ impl Owned {
                         .iter()
                         .find(|x| x.partition == p)
                         .map_or(0, |x| x.next_offset);
-                    match engine.absorb(&cp.state) {
+                    match engine.absorb_at(&cp.state, crate::app::now()) {
                         Ok(()) => {
                             consumer
                                 .seek(&[Position {

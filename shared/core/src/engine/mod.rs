@@ -161,6 +161,17 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::absorb`] by a live instance at processing time `now`: the silence clocks of
+    /// the absorbed devices restart at `now`, so the backlog that piled up while the partition
+    /// had no owner raises no false silence alert (a device that really went quiet is reported
+    /// `for` after `now`).
+    pub fn absorb_at(&mut self, snapshot: &[u8], now: Ts) -> Result<(), String> {
+        let mut other = decode(snapshot)?;
+        other.restart_silence_clocks(now.millis());
+        self.state.absorb(other, &self.rules);
+        Ok(())
+    }
+
     /// Forgets the devices `drop` selects (a partition revoked from this instance).
     pub fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool) {
         self.state.release_where(drop, &self.rules);

@@ -19,10 +19,14 @@ pub const MAX_BINS: usize = 128;
 /// Magnitudes below this count as zero.
 pub const MIN_MAGNITUDE: f64 = 1e-9;
 
-/// Bin width in units of the linear log2 stand-in. The stand-in's slope against `ln x` is at
-/// least 1 (at mantissa 1.0), so a bin never spans more than a ratio of `gamma`.
+/// Bin width in units of the linear log2 stand-in: `ln((1 + ALPHA) / (1 - ALPHA))`. The
+/// stand-in's slope against `ln x` is at least 1 (at mantissa 1.0), so a bin never spans more
+/// than a ratio of `gamma`. (A constant: `ln` is not free, and this runs for every value.)
+const WIDTH: f64 = 0.040_005_334_613_699_206;
+const INV_WIDTH: f64 = 1.0 / WIDTH;
+
 fn width() -> f64 {
-    ((1.0 + ALPHA) / (1.0 - ALPHA)).ln()
+    WIDTH
 }
 
 /// `e + m` for `x = 2^e * (1 + m)`: a monotone, piecewise-linear `log2`.
@@ -42,7 +46,7 @@ fn exp2_linear(y: f64) -> f64 {
 
 #[inline]
 fn index(magnitude: f64) -> i32 {
-    (log2_linear(magnitude) / width()).floor() as i32
+    (log2_linear(magnitude) * INV_WIDTH).floor() as i32
 }
 
 /// The value a bin stands for: the harmonic-style midpoint keeps the relative error at most
@@ -209,6 +213,11 @@ mod tests {
 
     fn exact(sorted: &[f64], q: f64) -> f64 {
         sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1]
+    }
+
+    #[test]
+    fn the_bin_width_constant_matches_the_accuracy() {
+        assert!((WIDTH - ((1.0 + ALPHA) / (1.0 - ALPHA)).ln()).abs() < 1e-15);
     }
 
     #[test]

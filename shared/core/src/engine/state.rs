@@ -293,6 +293,14 @@ impl EngineState {
         }
     }
 
+    pub(super) fn restart_silence_clocks(&mut self, now: i64) {
+        for d in &mut self.devices {
+            if d.last_arrival != i64::MIN {
+                d.last_arrival = d.last_arrival.max(now);
+            }
+        }
+    }
+
     /// Removes the devices `drop` selects (a partition handed away).
     pub(super) fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool, rules: &Rules) {
         self.devices.retain(|d| !drop(&d.id));

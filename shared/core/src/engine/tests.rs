@@ -276,7 +276,11 @@ fn ticks_emit_partial_windows_and_latest_state_of_changed_devices_only() {
     run(&mut e, &[reading("pump-1", 0, 70.0), reading("pump-1", 10, 72.0)]);
     let out = e.tick(NOW);
     let aggs = aggregates(&out);
-    assert_eq!(aggs.len(), 1, "the 1m window in progress (the 5m one closes every minute): {aggs:?}");
+    assert_eq!(
+        aggs.len(),
+        1,
+        "the 1m window in progress (the 5m one closes every minute): {aggs:?}"
+    );
     assert!(aggs.iter().all(|a| a.partial && a.count == 2));
     let latest: Vec<_> = out
         .insights

@@ -164,6 +164,13 @@ fn silence_is_driven_by_processing_time_and_ends_with_the_next_reading() {
     let out = e.process(&[at("m1", 1, &[("t", 1.0)])], Ts(1_000_000 + 301_000));
     assert_eq!(out.alerts[0].event, AlertEventKind::Resolved);
     assert_eq!(out.alerts[0].alert.id, a.id);
+
+    // A new owner of the device's partition (after a restart or a rebalance) restarts the
+    // silence clock: no false alarm while it catches up, a real silence still reported.
+    let mut next = Engine::new(Rules::from_toml(rules).unwrap());
+    next.absorb_at(&e.snapshot(), Ts(5_000_000)).unwrap();
+    assert!(next.tick(Ts(5_000_000 + 60_000)).alerts.is_empty());
+    assert_eq!(next.tick(Ts(5_000_000 + 120_000)).alerts.len(), 1);
 }
 
 #[test]
