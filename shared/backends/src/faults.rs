@@ -6,7 +6,7 @@
 //! every call fails with [`PortErrorKind::Unavailable`](iotstream_core::PortErrorKind) and the
 //! engine is not touched. Tests use it to check what callers see when a backend is down:
 //!
-//! ```ignore
+//! ```text
 //! let sink_down = Faults::new();
 //! backends.sink = sink_down.wrap(backends.sink);
 //! sink_down.set_down(true);   // every sink call now fails with `Unavailable`

@@ -9,7 +9,7 @@
 //! The module is always compiled (it needs nothing beyond the crate's own dependencies), so a
 //! later engine's tests, in this crate or another, simply do:
 //!
-//! ```ignore
+//! ```text
 //! let backends = iotstream_backends::connect(dir, &urls).await?;
 //! iotstream_backends::conformance::run_all(&backends).await;
 //! ```
