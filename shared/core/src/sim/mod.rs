@@ -3,7 +3,7 @@
 //!
 //! Every device reports four metrics every `interval_ms`: `temperature` (45-60, a daily cycle of
 //! +-3, noise 0.3), `vibration` (0.06, noise 0.01), `pressure` (101.3, daily +-0.3, noise 0.05)
-//! and `humidity` (45, daily +-4, noise 0.8). Each reading of a device with no anomaly running
+//! and `humidity` (45, daily +-4, noise 0.8), each drifting by up to one noise sigma a day. Each reading of a device with no anomaly running
 //! starts one with probability `anomaly_rate` (after a quiet spell), of one of six kinds, each
 //! labelled with its kind, device, metric and time span:
 //! - `spike`: one reading 8-14 noise sigmas off;
@@ -104,6 +104,10 @@ struct Metric {
     base: f64,
     daily: f64,
     noise: f64,
+    /// Sensor drift, per day.
+    drift: f64,
+    /// The last value sent (a stuck sensor repeats it).
+    last: f64,
     /// Lasting offset from level shifts.
     offset: f64,
 }
@@ -155,36 +159,23 @@ impl Simulator {
             .map(|i| Device {
                 id: DeviceId::parse(&format!("{}{i}", cfg.prefix)).expect("simulated ids are valid"),
                 phase: rng.range(0.0, std::f64::consts::TAU),
-                metrics: vec![
-                    Metric {
-                        name: "temperature",
-                        base: rng.range(45.0, 60.0),
-                        daily: 3.0,
-                        noise: 0.3,
-                        offset: 0.0,
-                    },
-                    Metric {
-                        name: "vibration",
-                        base: 0.06,
-                        daily: 0.0,
-                        noise: 0.01,
-                        offset: 0.0,
-                    },
-                    Metric {
-                        name: "pressure",
-                        base: 101.3,
-                        daily: 0.3,
-                        noise: 0.05,
-                        offset: 0.0,
-                    },
-                    Metric {
-                        name: "humidity",
-                        base: 45.0,
-                        daily: 4.0,
-                        noise: 0.8,
-                        offset: 0.0,
-                    },
-                ],
+                metrics: [
+                    ("temperature", rng.range(45.0, 60.0), 3.0, 0.3),
+                    ("vibration", 0.06, 0.0, 0.01),
+                    ("pressure", 101.3, 0.3, 0.05),
+                    ("humidity", 45.0, 4.0, 0.8),
+                ]
+                .into_iter()
+                .map(|(name, base, daily, noise)| Metric {
+                    name,
+                    base,
+                    daily,
+                    noise,
+                    drift: rng.range(-1.0, 1.0) * noise,
+                    offset: 0.0,
+                    last: base,
+                })
+                .collect(),
                 running: None,
                 quiet: QUIET_READINGS,
                 n: 0,
@@ -248,10 +239,11 @@ impl Simulator {
             return None;
         }
         d.n += 1;
+        let days = (t - self.cfg.start.millis()) as f64 / DAY_MS;
         let day = (t as f64 / DAY_MS) * std::f64::consts::TAU + d.phase;
         let mut metrics = BTreeMap::new();
-        for (k, m) in d.metrics.iter().enumerate() {
-            let mut v = m.base + m.offset + m.daily * day.sin() + m.noise * rng.normal();
+        for (k, m) in d.metrics.iter_mut().enumerate() {
+            let mut v = m.base + m.offset + m.drift * days + m.daily * day.sin() + m.noise * rng.normal();
             match &d.running {
                 Some((Running::Spike { metric, delta }, _)) if *metric == k => v += delta,
                 Some((Running::Stuck { metric, value }, _)) if *metric == k => v = *value,
@@ -272,7 +264,8 @@ impl Simulator {
                 Some((Running::Hot { level }, _)) if k == 0 => v = level + m.noise * rng.normal(),
                 _ => {}
             }
-            metrics.insert(m.name.to_owned(), round(v));
+            m.last = round(v);
+            metrics.insert(m.name.to_owned(), m.last);
         }
         // Unique per run (the start is part of it), deterministic for a configuration.
         let id = format!("{}-{}", self.cfg.start.millis(), d.n);
@@ -322,7 +315,7 @@ fn start_anomaly(d: &mut Device, rng: &mut Rng, t: i64, interval: i64) -> (Runni
         }
         "flatline" => {
             let m = &d.metrics[any_metric];
-            let value = round(m.base + m.offset);
+            let value = m.last;
             (
                 Running::Stuck {
                     metric: any_metric,
