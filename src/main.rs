@@ -71,6 +71,7 @@ fn urls(s: &StateArgs) -> BackendUrls {
         telemetry_store: s.telemetry_store_url.clone(),
         database: s.database_url.clone(),
         cache: s.cache_url.clone(),
+        settings: BackendUrls::settings_from_env(),
     }
 }
 

@@ -92,12 +92,24 @@ pub async fn handle_insights(input: &Insights, deps: &Deps<'_>) -> Result<(), Po
     }
     if !input.latest.is_empty() {
         deps.results.upsert_latest(&input.latest).await?;
-        if let Err(e) = deps.cache.set_latest(&input.latest).await {
-            metrics::counter!("iotstream_cache_errors_total").increment(1);
-            tracing::warn!(error = %e, "cache write failed; serving from the database");
-        }
+    }
+    // The cache after the database: it only ever holds what the truth already has.
+    if !input.latest.is_empty() {
+        cached(deps.cache.set_latest(&input.latest).await);
+    }
+    if !input.aggregates.is_empty() {
+        cached(deps.cache.put_aggregates(&input.aggregates).await);
     }
     Ok(())
+}
+
+/// A cache write's outcome: failures are counted and logged (at debug level: the cache logs
+/// once when it goes down and once when it is back), never fatal.
+fn cached(result: Result<(), PortError>) {
+    if let Err(e) = result {
+        metrics::counter!("iotstream_cache_errors_total").increment(1);
+        tracing::debug!(error = %e, "cache write failed; serving from the database");
+    }
 }
 
 /// Stores alert transitions. Safe to call again with the same batch.
@@ -105,5 +117,7 @@ pub async fn handle_alerts(events: &[AlertEvent], deps: &Deps<'_>) -> Result<(),
     if events.is_empty() {
         return Ok(());
     }
-    deps.results.apply_alert_events(events).await
+    deps.results.apply_alert_events(events).await?;
+    cached(deps.cache.put_alerts(events).await);
+    Ok(())
 }
