@@ -60,7 +60,19 @@ pub async fn spawn(
             rate = 0.8 * rate + 0.2 * (n / elapsed);
             match batch {
                 Ok(records) if !records.is_empty() => {
-                    let out = evaluate(&Input::decode(&records), &mut engine);
+                    let input = Input::decode(&records);
+                    if !super::dead_letter_poison(
+                        "analyze",
+                        bus.as_ref(),
+                        &records,
+                        &input.poisoned,
+                        &shutdown,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                    let out = evaluate(&input, &mut engine);
                     if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
                         return; // state now includes an unpublished batch: do not checkpoint it
                     }

@@ -9,7 +9,7 @@
 //!   `lastSeen` for latest state; alert id with monotonic state for alerts.
 
 use iotstream_core::model::{AlertEvent, Insight, LatestState};
-use iotstream_core::ports::{Cache, Delivered, ResultsStore};
+use iotstream_core::ports::{Cache, Delivered, Poisoned, ResultsStore};
 use iotstream_core::{Aggregate, PortError};
 use std::collections::HashMap;
 
@@ -24,6 +24,8 @@ pub struct Deps<'a> {
 pub struct Insights {
     pub aggregates: Vec<Aggregate>,
     pub latest: Vec<LatestState>,
+    /// Records that do not decode, for the dead-letter topic.
+    pub poisoned: Vec<Poisoned>,
 }
 
 impl Insights {
@@ -31,7 +33,7 @@ impl Insights {
         let mut aggs: HashMap<(String, String, i64), usize> = HashMap::new();
         let mut latest: HashMap<String, usize> = HashMap::new();
         let mut out = Insights::default();
-        for r in records {
+        for (index, r) in records.iter().enumerate() {
             match serde_json::from_slice::<Insight>(&r.value) {
                 Ok(Insight::Aggregate(a)) => {
                     let key = (a.device_id.to_string(), a.metric.clone(), a.window_start.millis());
@@ -50,7 +52,7 @@ impl Insights {
                         out.latest.push(l);
                     }
                 },
-                Err(e) => poison(r, &e),
+                Err(e) => out.poisoned.push(poison(index, r, &e)),
             }
         }
         out
@@ -69,20 +71,26 @@ fn merge_latest(into: &mut LatestState, newer: LatestState) {
     }
 }
 
-pub fn decode_alerts(records: &[Delivered]) -> Vec<AlertEvent> {
-    records
-        .iter()
-        .filter_map(|r| {
-            serde_json::from_slice::<AlertEvent>(&r.value)
-                .map_err(|e| poison(r, &e))
-                .ok()
-        })
-        .collect()
+/// Decodes `alerts` records: the events, and the records that do not decode.
+pub fn decode_alerts(records: &[Delivered]) -> (Vec<AlertEvent>, Vec<Poisoned>) {
+    let mut events = Vec::with_capacity(records.len());
+    let mut poisoned = Vec::new();
+    for (index, r) in records.iter().enumerate() {
+        match serde_json::from_slice::<AlertEvent>(&r.value) {
+            Ok(e) => events.push(e),
+            Err(e) => poisoned.push(poison(index, r, &e)),
+        }
+    }
+    (events, poisoned)
 }
 
-fn poison(r: &Delivered, e: &serde_json::Error) {
+fn poison(index: usize, r: &Delivered, e: &serde_json::Error) -> Poisoned {
     metrics::counter!("iotstream_process_poison_total").increment(1);
     tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %e, "skipping an undecodable record");
+    Poisoned {
+        index,
+        reason: format!("undecodable {}: {e}", r.topic),
+    }
 }
 
 /// Stores a batch of insights. Safe to call again with the same batch.

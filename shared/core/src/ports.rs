@@ -56,6 +56,15 @@ pub struct Delivered {
     pub value: Vec<u8>,
 }
 
+/// A record of a batch that can never be handled (it does not decode): the index of the
+/// record in its batch and why. Runners set it aside with [`EventBus::dead_letter`] before they
+/// commit past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poisoned {
+    pub index: usize,
+    pub reason: String,
+}
+
 /// A position in a topic partition: the offset of the next record to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {

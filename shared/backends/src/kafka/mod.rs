@@ -103,7 +103,7 @@ pub(crate) fn kafka_err(what: &str, e: &KafkaError) -> PortError {
         ) => PortErrorKind::Config,
         Some(C::MessageSizeTooLarge | C::InvalidMessage) => PortErrorKind::Invalid,
         _ => match e {
-            KafkaError::ClientCreation(_) => PortErrorKind::Config,
+            KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => PortErrorKind::Config,
             KafkaError::Canceled => PortErrorKind::Unavailable,
             _ => PortErrorKind::Unavailable,
         },
@@ -167,7 +167,9 @@ impl KafkaBus {
             return Ok(c.clone());
         }
         let mut config = self.settings.client();
-        config.set("group.id", group).set("enable.auto.commit", "false");
+        config
+            .set("group.id", self.settings.group(group))
+            .set("enable.auto.commit", "false");
         let c: Arc<BaseConsumer> = Arc::new(config.create().map_err(|e| kafka_err("lag client", &e))?);
         clients.insert(group.to_owned(), c.clone());
         Ok(c)

@@ -9,10 +9,11 @@
 //! | `IOTSTREAM_KAFKA_EVENTHUBS_CONNECTION_STRING` | none | Event Hubs: `SASL_SSL`, `PLAIN`, user `$ConnectionString` |
 //! | `IOTSTREAM_KAFKA_SSL_CA_LOCATION` | system store | `ssl.ca.location` |
 //! | `IOTSTREAM_KAFKA_TOPIC_PREFIX` | none | prefixed to `telemetry`, `insights`, `alerts` |
+//! | `IOTSTREAM_KAFKA_GROUP_PREFIX` | none | prefixed to the consumer groups (two pipelines sharing a cluster) |
 //! | `IOTSTREAM_KAFKA_PARTITIONS`, `IOTSTREAM_KAFKA_REPLICATION` | 4, 1 | topics created by `migrate`/`up` |
 //! | `IOTSTREAM_KAFKA_LINGER_MS` | 5 | `linger.ms` |
 //! | `IOTSTREAM_KAFKA_COMPRESSION` | `none` | `compression.type` (`lz4`, `zstd`, `gzip`) |
-//! | `IOTSTREAM_KAFKA_PROPERTY_<NAME>` | | any librdkafka property, `_` for `.` (e.g. `..._PROPERTY_SOCKET_KEEPALIVE_ENABLE=true`) |
+//! | `IOTSTREAM_KAFKA_PROPERTY_<NAME>` | | any librdkafka property, `_` for `.` and `__` for `_` (e.g. `..._PROPERTY_SOCKET_KEEPALIVE_ENABLE=true`, `..._PROPERTY_LOG__LEVEL=7`) |
 //!
 //! Confluent Cloud: `SASL_SSL` + `PLAIN` with the API key and secret as username and password.
 //! Secrets are never logged: [`KafkaSettings`]' `Debug` shows property names only.
@@ -26,6 +27,7 @@ use rdkafka::ClientConfig;
 pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
     pub topic_prefix: String,
+    pub group_prefix: String,
     pub partitions: i32,
     pub replication: i32,
     pub linger_ms: u32,
@@ -111,7 +113,12 @@ impl KafkaSettings {
         }
         for (k, v) in &urls.settings {
             if let Some(name) = k.strip_prefix("IOTSTREAM_KAFKA_PROPERTY_") {
-                props.push((name.to_ascii_lowercase().replace('_', "."), v.clone()));
+                let name = name
+                    .to_ascii_lowercase()
+                    .replace("__", "\0")
+                    .replace('_', ".")
+                    .replace('\0', "_");
+                props.push((name, v.clone()));
             }
         }
         let compression = urls
@@ -136,6 +143,10 @@ impl KafkaSettings {
                 .setting("IOTSTREAM_KAFKA_TOPIC_PREFIX")
                 .unwrap_or("")
                 .to_owned(),
+            group_prefix: urls
+                .setting("IOTSTREAM_KAFKA_GROUP_PREFIX")
+                .unwrap_or("")
+                .to_owned(),
             partitions,
             replication,
             linger_ms: number(urls, "IOTSTREAM_KAFKA_LINGER_MS", 5)?,
@@ -146,11 +157,12 @@ impl KafkaSettings {
     /// A client configuration with the shared properties.
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        // Errors only by default: librdkafka warns on every reconnect attempt while a broker
+        // is down (IOTSTREAM_KAFKA_PROPERTY_LOG_LEVEL=7 and ..._DEBUG=cgrp,fetch to diagnose).
+        c.set("log_level", "3");
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        // Surface broker outages quickly in logs, not as warnings on every reconnect attempt.
-        c.set("log_level", "3");
         c
     }
 
@@ -178,7 +190,7 @@ impl KafkaSettings {
     /// move within seconds).
     pub fn consumer(&self, group: &str) -> ClientConfig {
         let mut c = self.client();
-        c.set("group.id", group)
+        c.set("group.id", self.group(group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -189,6 +201,11 @@ impl KafkaSettings {
             .set("max.poll.interval.ms", "300000")
             .set("topic.metadata.refresh.interval.ms", "5000");
         c
+    }
+
+    /// The name of a consumer group on the broker.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.group_prefix)
     }
 
     /// The name of a topic on the broker.
@@ -249,12 +266,14 @@ mod tests {
                 ("IOTSTREAM_KAFKA_SASL_USERNAME", "KEY"),
                 ("IOTSTREAM_KAFKA_SASL_PASSWORD", "SECRET"),
                 ("IOTSTREAM_KAFKA_PROPERTY_CLIENT_ID", "iot"),
+                ("IOTSTREAM_KAFKA_PROPERTY_LOG__LEVEL", "7"),
                 ("IOTSTREAM_KAFKA_TOPIC_PREFIX", "prod."),
             ]),
         )
         .unwrap();
         assert_eq!(prop(&s, "security.protocol"), Some("sasl_ssl"));
         assert_eq!(prop(&s, "client.id"), Some("iot"));
+        assert_eq!(prop(&s, "log_level"), Some("7"));
         assert_eq!(s.topic("telemetry"), "prod.telemetry");
     }
 

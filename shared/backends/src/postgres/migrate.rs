@@ -15,7 +15,7 @@ const MIGRATIONS: &[(i32, &str, &str)] =
     &[(1, "results", include_str!("../../sql/postgres/0001_results.sql"))];
 
 /// An arbitrary constant naming iotstream's migration lock.
-const LOCK_KEY: i64 = 0x696f_7473_7472_6d;
+const LOCK_KEY: i64 = 0x0069_6f74_7374_726d;
 
 /// Applies the migrations not applied yet. Idempotent and safe to run concurrently.
 pub async fn migrate(pool: &PgPool) -> PortResult<()> {
