@@ -360,3 +360,76 @@ mod kafka {
         assert!(err.is_retryable(), "{err}");
     }
 }
+
+#[cfg(feature = "cosmos")]
+mod cosmos {
+    use super::*;
+    use iotstream_backends::cosmos::CosmosStore;
+
+    fn urls() -> BackendUrls {
+        BackendUrls {
+            settings: [
+                (
+                    "IOTSTREAM_COSMOS_KEY".to_owned(),
+                    service("IOTSTREAM_TEST_COSMOS_KEY"),
+                ),
+                (
+                    "IOTSTREAM_COSMOS_DATABASE".to_owned(),
+                    service("IOTSTREAM_TEST_COSMOS_DATABASE"),
+                ),
+            ]
+            .into(),
+            ..BackendUrls::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cosmos_store_conforms() {
+        let store = CosmosStore::connect(&service("IOTSTREAM_TEST_TELEMETRY_STORE_URL"), &urls())
+            .await
+            .unwrap();
+        conformance::store::run(Arc::new(store)).await;
+    }
+
+    #[cfg(feature = "kafka")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn split_sink_over_cosmos_and_kafka_conforms() {
+        use iotstream_backends::SplitSink;
+        use iotstream_backends::kafka::KafkaBus;
+        use iotstream_core::ports::TelemetryStore;
+        let mut urls = urls();
+        urls.settings.insert(
+            "IOTSTREAM_KAFKA_TOPIC_PREFIX".into(),
+            format!("{}.", unique("cosmos-sink")),
+        );
+        let store: Arc<dyn TelemetryStore> = Arc::new(
+            CosmosStore::connect(&service("IOTSTREAM_TEST_TELEMETRY_STORE_URL"), &urls)
+                .await
+                .unwrap(),
+        );
+        let bus: Arc<dyn EventBus> =
+            Arc::new(KafkaBus::connect(&service("IOTSTREAM_TEST_BUS_URL"), &urls).unwrap());
+        let sink = Arc::new(SplitSink {
+            store: store.clone(),
+            bus: bus.clone(),
+        });
+        conformance::sink::run(sink, store, bus).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = CosmosStore::connect(&format!("cosmos://127.0.0.1:{port}"), &urls())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            !err.message.contains(&service("IOTSTREAM_TEST_COSMOS_KEY")),
+            "the key leaked"
+        );
+    }
+}
