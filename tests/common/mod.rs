@@ -2,6 +2,8 @@
 //! and receive its webhooks on a local HTTP server.
 #![allow(dead_code)]
 
+pub mod real;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;

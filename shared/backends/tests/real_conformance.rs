@@ -306,7 +306,11 @@ mod kafka {
         bus.dead_letter(&record, "expected value at line 1")
             .await
             .unwrap();
-        let consumer: StreamConsumer = bus.settings().consumer(&unique("dlq-reader")).create().unwrap();
+        let consumer: StreamConsumer = bus
+            .settings()
+            .consumer(&unique("dlq-reader"), "dlq")
+            .create()
+            .unwrap();
         consumer.subscribe(&[&format!("{topic}.dead-letter")]).unwrap();
         let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
             .await

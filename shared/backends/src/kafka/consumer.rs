@@ -32,7 +32,7 @@ pub struct KafkaConsumer {
 impl KafkaConsumer {
     pub fn subscribe(settings: &KafkaSettings, group: &str, topic: &str) -> PortResult<Self> {
         let consumer: StreamConsumer = settings
-            .consumer(group)
+            .consumer(group, topic)
             .create()
             .map_err(|e| kafka_err("consumer", &e))?;
         let broker_topic = settings.topic(topic);
@@ -163,10 +163,16 @@ impl Consumer for KafkaConsumer {
             return Ok(());
         }
         let consumer = self.consumer.clone();
-        blocking(move || {
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| kafka_err("commit", &e))
+        blocking(move || match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // The group is rebalancing: these partitions may already belong to another member,
+            // which will read them again from the last commit (at-least-once; the sinks are
+            // idempotent). Retrying cannot succeed before the next poll rejoins the group.
+            Err(e) if is_rebalance(&e) => {
+                tracing::info!(error = %e, "offset commit skipped: the group is rebalancing; records will be redelivered");
+                Ok(())
+            }
+            Err(e) => Err(kafka_err("commit", &e)),
         })
         .await
     }
@@ -191,6 +197,14 @@ impl Consumer for KafkaConsumer {
             })
             .collect()
     }
+}
+
+fn is_rebalance(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::IllegalGeneration | C::RebalanceInProgress | C::UnknownMemberId | C::FencedInstanceId)
+    )
 }
 
 impl Drop for KafkaConsumer {

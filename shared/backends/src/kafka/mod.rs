@@ -31,7 +31,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,9 @@ pub const DEAD_LETTER_SUFFIX: &str = ".dead-letter";
 #[derive(Clone)]
 pub struct KafkaBus {
     settings: Arc<KafkaSettings>,
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer whose sequence
+    /// state the broker lost, e.g. after a broker restart): a fatal producer never recovers.
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// One group-less-subscription consumer per group, for lag queries.
     lag_clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer>>>>,
@@ -136,7 +138,7 @@ impl KafkaBus {
             .map_err(|e| kafka_err("admin client", &e))?;
         Ok(KafkaBus {
             settings: Arc::new(settings),
-            producer,
+            producer: Arc::new(std::sync::RwLock::new(producer)),
             admin: Arc::new(admin),
             lag_clients: Arc::default(),
         })
@@ -177,36 +179,66 @@ impl KafkaBus {
 
     /// Publishes prepared records and waits for every acknowledgement.
     async fn send_all(&self, topic: &str, records: &[(&str, &[u8], Option<OwnedHeaders>)]) -> PortResult<()> {
-        let mut pending = Vec::with_capacity(records.len());
-        for (key, value, headers) in records {
-            let mut record = FutureRecord::to(topic).key(*key).payload(*value);
-            if let Some(h) = headers {
-                record = record.headers(h.clone());
-            }
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    // The local queue is full: wait for what is in flight, then try again.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        if let Some(first) = pending.pop() {
-                            check(first.await)?;
-                        } else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                    Err((e, _)) => return Err(kafka_err("publish", &e)),
-                }
-            }
+        let producer = self.producer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = send_with(&producer, topic, records).await;
+        if result.is_err() && producer.client().fatal_error().is_some() {
+            self.replace_producer(&producer);
         }
-        for d in futures::future::join_all(pending).await {
-            check(d)?;
-        }
-        Ok(())
+        result
     }
+
+    /// Swaps in a new producer after a fatal error (once, whoever sees it first). The records
+    /// of the failed call were not acknowledged, so their callers retry: the worst case is a
+    /// duplicate on the topic, which consumers absorb.
+    fn replace_producer(&self, failed: &FutureProducer) {
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if !std::ptr::eq(current.client().native_ptr(), failed.client().native_ptr()) {
+            return;
+        }
+        match self.settings.producer().create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!("kafka producer hit a fatal error; replaced it with a new one");
+                *current = fresh;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot recreate the kafka producer"),
+        }
+    }
+}
+
+async fn send_with(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(&str, &[u8], Option<OwnedHeaders>)],
+) -> PortResult<()> {
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, value, headers) in records {
+        let mut record = FutureRecord::to(topic).key(*key).payload(*value);
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                // The local queue is full: wait for what is in flight, then try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if let Some(first) = pending.pop() {
+                        check(first.await)?;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                Err((e, _)) => return Err(kafka_err("publish", &e)),
+            }
+        }
+    }
+    for d in futures::future::join_all(pending).await {
+        check(d)?;
+    }
+    Ok(())
 }
 
 fn check(

@@ -10,6 +10,7 @@
 //! | `IOTSTREAM_KAFKA_SSL_CA_LOCATION` | system store | `ssl.ca.location` |
 //! | `IOTSTREAM_KAFKA_TOPIC_PREFIX` | none | prefixed to `telemetry`, `insights`, `alerts` |
 //! | `IOTSTREAM_KAFKA_GROUP_PREFIX` | none | prefixed to the consumer groups (two pipelines sharing a cluster) |
+//! | `IOTSTREAM_KAFKA_INSTANCE_ID` | none | static group membership: a restarted member with the same id gets its partitions back at once |
 //! | `IOTSTREAM_KAFKA_PARTITIONS`, `IOTSTREAM_KAFKA_REPLICATION` | 4, 1 | topics created by `migrate`/`up` |
 //! | `IOTSTREAM_KAFKA_LINGER_MS` | 5 | `linger.ms` |
 //! | `IOTSTREAM_KAFKA_COMPRESSION` | `none` | `compression.type` (`lz4`, `zstd`, `gzip`) |
@@ -28,6 +29,10 @@ pub struct KafkaSettings {
     pub properties: Vec<(String, String)>,
     pub topic_prefix: String,
     pub group_prefix: String,
+    /// Static group membership (`group.instance.id` = `<instance>.<group>.<topic>`): a member
+    /// restarted with the same instance id takes its partitions back at once, without a
+    /// rebalance (e.g. the pod name of a StatefulSet).
+    pub instance_id: Option<String>,
     pub partitions: i32,
     pub replication: i32,
     pub linger_ms: u32,
@@ -147,6 +152,7 @@ impl KafkaSettings {
                 .setting("IOTSTREAM_KAFKA_GROUP_PREFIX")
                 .unwrap_or("")
                 .to_owned(),
+            instance_id: urls.setting("IOTSTREAM_KAFKA_INSTANCE_ID").map(str::to_owned),
             partitions,
             replication,
             linger_ms: number(urls, "IOTSTREAM_KAFKA_LINGER_MS", 5)?,
@@ -188,8 +194,11 @@ impl KafkaSettings {
     /// A group member: manual commits only, from the earliest offset when the group has none,
     /// short fetch waits (the alert path) and a short session (a killed member's partitions
     /// move within seconds).
-    pub fn consumer(&self, group: &str) -> ClientConfig {
+    pub fn consumer(&self, group: &str, topic: &str) -> ClientConfig {
         let mut c = self.client();
+        if let Some(id) = &self.instance_id {
+            c.set("group.instance.id", format!("{id}.{group}.{topic}"));
+        }
         c.set("group.id", self.group(group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -198,7 +207,7 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500")
-            .set("max.poll.interval.ms", "300000")
+            .set("max.poll.interval.ms", "15000")
             .set("topic.metadata.refresh.interval.ms", "5000");
         c
     }
