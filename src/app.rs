@@ -18,9 +18,51 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+/// Which functions a process runs: all of them (`up`), or those named to `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Functions {
+    pub ingest: bool,
+    pub analyze: bool,
+    pub process: bool,
+    pub notify: bool,
+    pub web: bool,
+}
+
+impl Functions {
+    pub const ALL: Functions = Functions {
+        ingest: true,
+        analyze: true,
+        process: true,
+        notify: true,
+        web: true,
+    };
+    pub const NONE: Functions = Functions {
+        ingest: false,
+        analyze: false,
+        process: false,
+        notify: false,
+        web: false,
+    };
+
+    /// The names, comma separated, for logs.
+    pub fn names(&self) -> String {
+        let all = [
+            (self.ingest, "ingest"),
+            (self.analyze, "analyze"),
+            (self.process, "process"),
+            (self.notify, "notify"),
+            (self.web, "web"),
+        ];
+        let on: Vec<&str> = all.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
+        on.join(",")
+    }
+}
+
 /// Everything `up` needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The functions this process runs.
+    pub functions: Functions,
     pub data_dir: PathBuf,
     pub urls: BackendUrls,
     pub rules: Rules,

@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole pipeline (ingest, analyze, process, notify, web) in one process.
     Up(UpArgs),
+    /// Run only the named functions (what one AKS Deployment runs): HTTP for ingest and web,
+    /// consumers of the bus for analyze, process and notify; /healthz, /readyz and /metrics on
+    /// --listen in every case. Stops on SIGTERM after finishing and committing the current batch.
+    Run(RunArgs),
     /// Provision and manage devices.
     Devices(DevicesArgs),
     /// Create what the configured backends need (tables, topics). Idempotent.
@@ -83,6 +87,24 @@ pub struct UpArgs {
     pub device_rate_limit: u32,
     #[command(flatten)]
     pub state: StateArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The functions to run (several may be given, space or comma separated).
+    #[arg(required = true, value_enum, value_delimiter = ',')]
+    pub functions: Vec<FunctionName>,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionName {
+    Ingest,
+    Analyze,
+    Process,
+    Notify,
+    Web,
 }
 
 #[derive(Args, Debug)]

@@ -12,7 +12,7 @@ mod workers;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use cli::{Cli, Command, DevicesCommand, StateArgs, UpArgs};
+use cli::{Cli, Command, DevicesCommand, FunctionName, StateArgs, UpArgs};
 use iotstream_backends::BackendUrls;
 use iotstream_core::DeviceId;
 use iotstream_core::rules::Rules;
@@ -46,8 +46,24 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => up(cli.up).await,
-        Some(Command::Up(args)) => up(args).await,
+        None => up(cli.up, app::Functions::ALL).await,
+        Some(Command::Up(args)) => up(args, app::Functions::ALL).await,
+        Some(Command::Run(args)) => {
+            let mut f = app::Functions::NONE;
+            for name in &args.functions {
+                match name {
+                    FunctionName::Ingest => f.ingest = true,
+                    FunctionName::Analyze => f.analyze = true,
+                    FunctionName::Process => f.process = true,
+                    FunctionName::Notify => f.notify = true,
+                    FunctionName::Web => f.web = true,
+                }
+            }
+            if args.up.simulate > 0 && !f.ingest {
+                bail!("--simulate sends to this process's ingest: add `ingest` to the functions");
+            }
+            up(args.up, f).await
+        }
         Some(Command::Devices(args)) => devices_cmd(args.command).await,
         Some(Command::Simulate(args)) => sim_cmd::run(args).await,
         Some(Command::Replay { file, rules, scores }) => {
@@ -73,6 +89,7 @@ fn urls(s: &StateArgs) -> BackendUrls {
         telemetry_store: s.telemetry_store_url.clone(),
         database: s.database_url.clone(),
         cache: s.cache_url.clone(),
+        settings: BackendUrls::settings_from_env(),
     }
 }
 
@@ -107,7 +124,8 @@ fn retry_policy(max_attempts: Option<&str>) -> anyhow::Result<iotstream_notify::
     Ok(policy)
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+/// `up` (every function) and `run FUNCTION...` (some).
+async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
     let data_dir = args.state.data_dir.clone();
     let rules = load_rules(args.rules.as_deref())?;
     let (admin_token, generated) = secrets::admin_token(&data_dir)?;
@@ -128,6 +146,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let cfg = app::Config {
+        functions,
         urls: urls(&args.state),
         master_key: secrets::master_key(&data_dir)?,
         max_in_flight_readings: 200_000,
@@ -158,9 +177,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             args.simulate, args.simulate
         );
     }
-    let demo = demo_token(&pipeline.state, &cfg, &args).await?;
-    print_banner(&args, &cfg, generated, demo.as_deref());
-    let router = http::router(pipeline.state.clone());
+    if functions == app::Functions::ALL {
+        let demo = demo_token(&pipeline.state, &cfg, &args).await?;
+        print_banner(&args, &cfg, generated, demo.as_deref());
+    } else {
+        println!(
+            "iotstream run {} at http://{} (/healthz, /readyz, /metrics)",
+            functions.names(),
+            args.listen
+        );
+    }
+    let router = http::router_for(pipeline.state.clone(), functions);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

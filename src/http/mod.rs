@@ -16,7 +16,16 @@ use error::ApiError;
 use iotstream_core::Ts;
 use std::sync::Arc;
 
+/// Every route (`up`).
+#[cfg(test)]
 pub fn router(state: Arc<AppState>) -> Router {
+    router_for(state, crate::app::Functions::ALL)
+}
+
+/// The routes of the functions a process runs: `/api/telemetry` for ingest, the query and admin
+/// API for web, and the operations endpoints (`/healthz`, `/readyz`, `/metrics`) always, so
+/// every deployment has its probes and scrape target.
+pub fn router_for(state: Arc<AppState>, functions: crate::app::Functions) -> Router {
     let admin = Router::new()
         .route("/api/devices", get(query::list_devices).post(devices::add))
         .route("/api/devices/{id}", get(query::device).delete(devices::remove))
@@ -26,15 +35,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/alerts/{id}/ack", post(query::ack))
         .route("/api/dead-letters", get(query::dead_letters))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/api/telemetry", post(telemetry))
+    let mut router = Router::new()
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/metrics", get(metrics))
-        .route("/readyz", get(ready))
-        .merge(admin)
+        .route("/readyz", get(ready));
+    if functions.ingest {
+        router = router.route("/api/telemetry", post(telemetry));
+    }
+    if functions.web {
+        router = router.merge(admin);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -111,13 +125,24 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// `GET /readyz`: 200 when the backends answer (what a Kubernetes readiness probe should use;
 /// `/healthz` only says the process serves HTTP).
 async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    state.backends.devices.list_devices().await?;
+    // The database (devices, results, outbox), the bus, and the telemetry store: what every
+    // function needs. The cache is left out: without it the pipeline runs, degraded.
+    state.backends.devices.get_device(&ready_probe_device()).await?;
     state
         .backends
         .bus
         .lag(iotstream_core::groups::ANALYZE, iotstream_core::topics::TELEMETRY)
         .await?;
+    state
+        .backends
+        .store
+        .contains(&[(ready_probe_device(), "readyz".to_owned())])
+        .await?;
     Ok(axum::Json(serde_json::json!({"status": "ready"})).into_response())
+}
+
+fn ready_probe_device() -> iotstream_core::DeviceId {
+    iotstream_core::DeviceId::parse("iotstream-readyz").expect("valid id")
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

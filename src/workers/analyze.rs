@@ -62,12 +62,19 @@ pub async fn spawn(
                         }
                     };
                     for (partition, records) in groups {
-                        let out = evaluate(
-                            &Input::decode(&records),
-                            partition,
-                            &mut engine,
-                            crate::app::now(),
-                        );
+                        let input = Input::decode(&records);
+                        if !super::dead_letter_poison(
+                            "analyze",
+                            bus.as_ref(),
+                            &records,
+                            &input.poisoned,
+                            &shutdown,
+                        )
+                        .await
+                        {
+                            return;
+                        }
+                        let out = evaluate(&input, partition, &mut engine, crate::app::now());
                         if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
                             return; // state now includes an unpublished batch: do not checkpoint it
                         }

@@ -62,20 +62,32 @@ pub async fn spawn_all(
     cfg: &Config,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let f = cfg.functions;
     let mut tasks = Vec::new();
-    tasks.push(analyze::spawn(state, cfg, shutdown.clone()).await?);
-    tasks.extend(process::spawn(state, shutdown.clone()).await?);
-    if let Some(retention) = state.backends.retention.clone() {
+    if f.analyze {
+        tasks.push(analyze::spawn(state, cfg, shutdown.clone()).await?);
+    }
+    if f.process {
+        tasks.extend(process::spawn(state, shutdown.clone()).await?);
+    }
+    // Retention runs beside the results writer (process): one pass per deployment of it.
+    if f.process
+        && let Some(retention) = state.backends.retention.clone()
+    {
         tasks.push(tokio::spawn(run_retention(
             retention,
             cfg.retention,
             shutdown.clone(),
         )));
     }
-    if let Some(webhook) = &cfg.webhook {
-        tasks.extend(notify::spawn(state, cfg, webhook, shutdown).await?);
-    } else {
-        tracing::info!("no IOTSTREAM_WEBHOOK_URL: alerts are stored and served, not pushed");
+    if f.notify {
+        match &cfg.webhook {
+            Some(webhook) => tasks.extend(notify::spawn(state, cfg, webhook, shutdown).await?),
+            None if f == crate::app::Functions::ALL => {
+                tracing::info!("no IOTSTREAM_WEBHOOK_URL: alerts are stored and served, not pushed")
+            }
+            None => anyhow::bail!("notify needs IOTSTREAM_WEBHOOK_URL (and IOTSTREAM_WEBHOOK_SECRET)"),
+        }
     }
     Ok(tasks)
 }
@@ -132,6 +144,32 @@ where
             }
         }
     }
+}
+
+/// Sets the poisoned records of a batch aside on their dead-letter topic, retrying like
+/// [`retry_until_ok`]; call it before committing past them. False when shutdown came first.
+pub async fn dead_letter_poison(
+    what: &str,
+    bus: &dyn iotstream_core::ports::EventBus,
+    records: &[iotstream_core::ports::Delivered],
+    poisoned: &[iotstream_core::ports::Poisoned],
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    if poisoned.is_empty() {
+        return true;
+    }
+    let ok = retry_until_ok(what, shutdown, || async {
+        for p in poisoned {
+            bus.dead_letter(&records[p.index], &p.reason).await?;
+        }
+        Ok(())
+    })
+    .await;
+    if ok {
+        metrics::counter!("iotstream_dead_lettered_records_total", "worker" => what.to_owned())
+            .increment(poisoned.len() as u64);
+    }
+    ok
 }
 
 /// Commits the consumer's positions, retrying like [`retry_until_ok`].

@@ -55,8 +55,13 @@ async fn run_enqueue(
                 Next::Again => continue,
                 Next::Handle(records) => records,
             };
+        let (events, poisoned) = iotstream_notify::decode(&records);
+        let bus = state.backends.bus.as_ref();
+        if !super::dead_letter_poison("notify", bus, &records, &poisoned, &shutdown).await {
+            return;
+        }
         let queued = retry_until_ok("notify", &shutdown, || async {
-            iotstream_notify::enqueue(&records, outbox.as_ref(), crate::app::now())
+            iotstream_notify::enqueue_events(&events, outbox.as_ref(), crate::app::now())
                 .await
                 .map(|_| ())
         })

@@ -60,14 +60,17 @@ async fn run(
             Next::Again => continue,
             Next::Handle(records) => records,
         };
+        let bus = state.backends.bus.as_ref();
         let ok = match topic {
             Topic::Insights => {
                 let input = Insights::decode(&records);
-                retry_until_ok("process", &shutdown, || handle_insights(&input, &deps)).await
+                super::dead_letter_poison("process", bus, &records, &input.poisoned, &shutdown).await
+                    && retry_until_ok("process", &shutdown, || handle_insights(&input, &deps)).await
             }
             Topic::Alerts => {
-                let events = decode_alerts(&records);
-                retry_until_ok("process", &shutdown, || handle_alerts(&events, &deps)).await
+                let (events, poisoned) = decode_alerts(&records);
+                super::dead_letter_poison("process", bus, &records, &poisoned, &shutdown).await
+                    && retry_until_ok("process", &shutdown, || handle_alerts(&events, &deps)).await
             }
         };
         if !ok || !pacer.done(consumer.as_mut(), &shutdown).await {

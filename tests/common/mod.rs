@@ -2,6 +2,8 @@
 //! and receive its webhooks on a local HTTP server.
 #![allow(dead_code)]
 
+pub mod real;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -29,11 +31,17 @@ pub fn free_port() -> u16 {
 
 /// Runs a CLI command; returns (exit success, stdout, stderr).
 pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    cli_env(data_dir, args, &[])
+}
+
+/// [`cli`] with extra environment variables (e.g. backend URLs).
+pub fn cli_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(bin())
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env("IOTSTREAM_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -63,9 +71,32 @@ impl Server {
         webhook: Option<&str>,
         env: &[(&str, &str)],
     ) -> Server {
+        Self::spawn(&["up"], data_dir, extra, webhook, env).await
+    }
+
+    /// `iotstream run FUNCTIONS...` (ready once `/healthz` answers).
+    pub async fn run(
+        functions: &[&str],
+        data_dir: &Path,
+        webhook: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut sub = vec!["run"];
+        sub.extend_from_slice(functions);
+        Self::spawn(&sub, data_dir, &[], webhook, env).await
+    }
+
+    async fn spawn(
+        sub: &[&str],
+        data_dir: &Path,
+        extra: &[&str],
+        webhook: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
-        cmd.args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        cmd.args(sub)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)

@@ -11,35 +11,45 @@
 //!   deterministic ids (alert id, event id, aggregate window), so sinks absorb replays.
 
 use iotstream_core::engine::{Engine, Stats};
-use iotstream_core::ports::{Delivered, EventBus, Record};
+use iotstream_core::ports::{Delivered, EventBus, Poisoned, Record};
 use iotstream_core::{PortError, Reading, Ts, topics};
 
 pub use iotstream_core::engine::Output as EngineOutput;
 
 /// A batch of telemetry records, decoded. Records that are not valid readings are poison: they
-/// are counted and skipped (they cannot come from ingest, which validates everything).
+/// are counted, listed in `poisoned` (for the dead-letter topic) and skipped (they cannot come
+/// from ingest, which validates everything).
 pub struct Input {
     pub readings: Vec<Reading>,
     pub poison: usize,
+    pub poisoned: Vec<Poisoned>,
 }
 
 impl Input {
     pub fn decode(records: &[Delivered]) -> Input {
         let mut readings = Vec::with_capacity(records.len());
-        let mut poison = 0;
-        for r in records {
+        let mut poisoned = Vec::new();
+        for (index, r) in records.iter().enumerate() {
             match serde_json::from_slice::<Reading>(&r.value) {
                 Ok(reading) => readings.push(reading),
                 Err(e) => {
-                    poison += 1;
+                    poisoned.push(Poisoned {
+                        index,
+                        reason: format!("not a reading: {e}"),
+                    });
                     tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %e, "skipping a record that is not a reading");
                 }
             }
         }
+        let poison = poisoned.len();
         if poison > 0 {
             metrics::counter!("iotstream_analyze_poison_total").increment(poison as u64);
         }
-        Input { readings, poison }
+        Input {
+            readings,
+            poison,
+            poisoned,
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! queued *while* an earlier one of its alert waits for a retry can still overtake it, so
 //! receivers should trust `alert.state` and deduplicate on `X-Iotstream-Delivery`.
 
-use iotstream_core::ports::{Delivered, Notifier, Outbox, PendingDelivery, WebhookRequest};
+use iotstream_core::ports::{Delivered, Notifier, Outbox, PendingDelivery, Poisoned, WebhookRequest};
 use iotstream_core::{AlertEvent, PortError, Ts};
 
 /// Retry policy.
@@ -50,25 +50,40 @@ impl RetryPolicy {
     }
 }
 
-/// Decodes `alerts` records and queues them. Returns how many were new.
-pub async fn enqueue(records: &[Delivered], outbox: &dyn Outbox, now: Ts) -> Result<usize, PortError> {
-    let events: Vec<AlertEvent> = records
-        .iter()
-        .filter_map(|r| match serde_json::from_slice::<AlertEvent>(&r.value) {
+/// Decodes `alerts` records into the events the webhook carries, and the records that do not
+/// decode (for the dead-letter topic).
+pub fn decode(records: &[Delivered]) -> (Vec<AlertEvent>, Vec<Poisoned>) {
+    let mut events = Vec::with_capacity(records.len());
+    let mut poisoned = Vec::new();
+    for (index, r) in records.iter().enumerate() {
+        match serde_json::from_slice::<AlertEvent>(&r.value) {
             // Peak updates are for the results, not the webhook (CONTRACT §4 lists its events).
-            Ok(e) if e.event == iotstream_core::AlertEventKind::Updated => None,
-            Ok(e) => Some(e),
+            Ok(e) if e.event == iotstream_core::AlertEventKind::Updated => {}
+            Ok(e) => events.push(e),
             Err(e) => {
                 metrics::counter!("iotstream_notify_poison_total").increment(1);
                 tracing::warn!(offset = r.offset, error = %e, "skipping an undecodable alert event");
-                None
+                poisoned.push(Poisoned {
+                    index,
+                    reason: format!("undecodable alert event: {e}"),
+                });
             }
-        })
-        .collect();
+        }
+    }
+    (events, poisoned)
+}
+
+/// Decodes `alerts` records and queues them. Returns how many were new.
+pub async fn enqueue(records: &[Delivered], outbox: &dyn Outbox, now: Ts) -> Result<usize, PortError> {
+    enqueue_events(&decode(records).0, outbox, now).await
+}
+
+/// Queues decoded events. Returns how many were new.
+pub async fn enqueue_events(events: &[AlertEvent], outbox: &dyn Outbox, now: Ts) -> Result<usize, PortError> {
     if events.is_empty() {
         return Ok(0);
     }
-    outbox.enqueue(&events, now).await
+    outbox.enqueue(events, now).await
 }
 
 /// The signed webhook request for one event.

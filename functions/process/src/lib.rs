@@ -9,7 +9,7 @@
 //!   `lastSeen` for latest state; alert id with monotonic state for alerts.
 
 use iotstream_core::model::{AlertEvent, Insight, LatestState};
-use iotstream_core::ports::{Cache, Delivered, ResultsStore};
+use iotstream_core::ports::{Cache, Delivered, Poisoned, ResultsStore};
 use iotstream_core::{Aggregate, PortError};
 use std::collections::HashMap;
 
@@ -24,6 +24,8 @@ pub struct Deps<'a> {
 pub struct Insights {
     pub aggregates: Vec<Aggregate>,
     pub latest: Vec<LatestState>,
+    /// Records that do not decode, for the dead-letter topic.
+    pub poisoned: Vec<Poisoned>,
 }
 
 impl Insights {
@@ -31,7 +33,7 @@ impl Insights {
         let mut aggs: HashMap<(String, String, i64, i64), usize> = HashMap::new();
         let mut latest: HashMap<String, usize> = HashMap::new();
         let mut out = Insights::default();
-        for r in records {
+        for (index, r) in records.iter().enumerate() {
             match serde_json::from_slice::<Insight>(&r.value) {
                 Ok(Insight::Aggregate(a)) => {
                     let key = (
@@ -59,7 +61,7 @@ impl Insights {
                 // (and replay); the results database keeps aggregates and latest state.
                 Ok(Insight::Forecast(_)) => metrics::counter!("iotstream_forecasts_total").increment(1),
                 Ok(Insight::Late(_)) => metrics::counter!("iotstream_late_readings_total").increment(1),
-                Err(e) => poison(r, &e),
+                Err(e) => out.poisoned.push(poison(index, r, &e)),
             }
         }
         out
@@ -78,20 +80,26 @@ fn merge_latest(into: &mut LatestState, newer: LatestState) {
     }
 }
 
-pub fn decode_alerts(records: &[Delivered]) -> Vec<AlertEvent> {
-    records
-        .iter()
-        .filter_map(|r| {
-            serde_json::from_slice::<AlertEvent>(&r.value)
-                .map_err(|e| poison(r, &e))
-                .ok()
-        })
-        .collect()
+/// Decodes `alerts` records: the events, and the records that do not decode.
+pub fn decode_alerts(records: &[Delivered]) -> (Vec<AlertEvent>, Vec<Poisoned>) {
+    let mut events = Vec::with_capacity(records.len());
+    let mut poisoned = Vec::new();
+    for (index, r) in records.iter().enumerate() {
+        match serde_json::from_slice::<AlertEvent>(&r.value) {
+            Ok(e) => events.push(e),
+            Err(e) => poisoned.push(poison(index, r, &e)),
+        }
+    }
+    (events, poisoned)
 }
 
-fn poison(r: &Delivered, e: &serde_json::Error) {
+fn poison(index: usize, r: &Delivered, e: &serde_json::Error) -> Poisoned {
     metrics::counter!("iotstream_process_poison_total").increment(1);
     tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %e, "skipping an undecodable record");
+    Poisoned {
+        index,
+        reason: format!("undecodable {}: {e}", r.topic),
+    }
 }
 
 /// Stores a batch of insights. Safe to call again with the same batch.
@@ -101,12 +109,24 @@ pub async fn handle_insights(input: &Insights, deps: &Deps<'_>) -> Result<(), Po
     }
     if !input.latest.is_empty() {
         deps.results.upsert_latest(&input.latest).await?;
-        if let Err(e) = deps.cache.set_latest(&input.latest).await {
-            metrics::counter!("iotstream_cache_errors_total").increment(1);
-            tracing::warn!(error = %e, "cache write failed; serving from the database");
-        }
+    }
+    // The cache after the database: it only ever holds what the truth already has.
+    if !input.latest.is_empty() {
+        cached(deps.cache.set_latest(&input.latest).await);
+    }
+    if !input.aggregates.is_empty() {
+        cached(deps.cache.put_aggregates(&input.aggregates).await);
     }
     Ok(())
+}
+
+/// A cache write's outcome: failures are counted and logged (at debug level: the cache logs
+/// once when it goes down and once when it is back), never fatal.
+fn cached(result: Result<(), PortError>) {
+    if let Err(e) = result {
+        metrics::counter!("iotstream_cache_errors_total").increment(1);
+        tracing::debug!(error = %e, "cache write failed; serving from the database");
+    }
 }
 
 /// Stores alert transitions. Safe to call again with the same batch.
@@ -114,5 +134,7 @@ pub async fn handle_alerts(events: &[AlertEvent], deps: &Deps<'_>) -> Result<(),
     if events.is_empty() {
         return Ok(());
     }
-    deps.results.apply_alert_events(events).await
+    deps.results.apply_alert_events(events).await?;
+    cached(deps.cache.put_alerts(events).await);
+    Ok(())
 }

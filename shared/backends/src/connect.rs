@@ -1,22 +1,27 @@
 //! Choosing the engines: the one place that maps backend URLs to implementations.
 //!
-//! | setting           | accepted                                  |
-//! |-------------------|-------------------------------------------|
-//! | `bus`             | unset / `embedded`, `kafka://`            |
-//! | `telemetry_store` | unset / `embedded`, `cosmos://`, `cosmos+https://` |
-//! | `database`        | unset / `embedded`, `postgres://`, `postgresql://` |
-//! | `cache`           | unset / `embedded`, `redis://`            |
+//! | setting           | accepted                                  | cargo feature |
+//! |-------------------|-------------------------------------------|---------------|
+//! | `bus`             | unset / `embedded`, `kafka://`            | `kafka`       |
+//! | `telemetry_store` | unset / `embedded`, `cosmos://`, `cosmos+https://` | `cosmos` |
+//! | `database`        | unset / `embedded`, `postgres://`, `postgresql://` | `postgres` |
+//! | `cache`           | unset / `embedded`, `redis://`, `rediss://` | `redis`     |
 //!
-//! Only the embedded engines exist in this build; the others answer with a `Config` error
-//! naming the cargo feature that will enable them.
+//! An engine that is not compiled in answers with a `Config` error naming its cargo feature.
+//! Engines mix freely: the telemetry store and the bus are composed by [`SplitSink`] unless both
+//! are embedded (then the log is both, in one write); a Kafka bus without Cosmos DB keeps
+//! readings in the embedded SQLite telemetry store.
 
 use crate::cache::MemoryCache;
-use crate::embedded::EmbeddedResults;
+use crate::embedded::{EmbeddedResults, EmbeddedTelemetryStore};
 use crate::log::{LogBus, LogTelemetryStore};
+use crate::retention::{ResultsPruner, Retention};
+use crate::split::SplitSink;
 use iotstream_core::PortError;
 use iotstream_core::ports::{
     Cache, CheckpointStore, DeviceRegistry, EventBus, Outbox, ResultsStore, TelemetrySink, TelemetryStore,
 };
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,18 +37,60 @@ pub struct Backends {
     pub outbox: Arc<dyn Outbox>,
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub cache: Arc<dyn Cache>,
-    /// Retention of the embedded log (the real engines have their own: Kafka retention,
-    /// Cosmos DB TTL).
-    pub retention: Option<Arc<crate::retention::Retention>>,
+    /// Retention: of the embedded log when it is used, and of the results database (the other
+    /// engines have their own: Kafka topic retention, Cosmos DB TTL).
+    pub retention: Option<Arc<Retention>>,
 }
 
-/// Backend URLs; `None` (or `"embedded"`) selects the embedded engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Backend URLs; `None` (or `"embedded"`) selects the embedded engine. `settings` holds the
+/// engines' other options by environment name (`IOTSTREAM_KAFKA_*`, `IOTSTREAM_COSMOS_*`,
+/// `IOTSTREAM_REDIS_*`), gathered once by the binary. `Debug` shows no value: URLs and settings
+/// may hold passwords and keys.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct BackendUrls {
     pub bus: Option<String>,
     pub telemetry_store: Option<String>,
     pub database: Option<String>,
     pub cache: Option<String>,
+    pub settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for BackendUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = |u: &Option<String>| {
+            u.as_deref()
+                .map(|u| u.split_once("://").map_or("embedded", |(s, _)| s).to_owned())
+                .unwrap_or_else(|| "embedded".into())
+        };
+        f.debug_struct("BackendUrls")
+            .field("bus", &scheme(&self.bus))
+            .field("telemetry_store", &scheme(&self.telemetry_store))
+            .field("database", &scheme(&self.database))
+            .field("cache", &scheme(&self.cache))
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl BackendUrls {
+    /// Every setting of the environment whose name starts with one of the engines' prefixes.
+    pub fn settings_from_env() -> BTreeMap<String, String> {
+        std::env::vars()
+            .filter(|(k, _)| {
+                ["IOTSTREAM_KAFKA_", "IOTSTREAM_COSMOS_", "IOTSTREAM_REDIS_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
+            .collect()
+    }
+
+    /// A setting, if set and not blank.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
 }
 
 /// An engine family.
@@ -66,9 +113,21 @@ impl Engine {
             Engine::Redis => "redis",
         }
     }
+
+    /// Whether this build has the engine.
+    pub fn compiled(self) -> bool {
+        match self {
+            Engine::Embedded => true,
+            Engine::Kafka => cfg!(feature = "kafka"),
+            Engine::Cosmos => cfg!(feature = "cosmos"),
+            Engine::Postgres => cfg!(feature = "postgres"),
+            Engine::Redis => cfg!(feature = "redis"),
+        }
+    }
 }
 
-/// Parses one setting: which engine it names, checked against the engines the role accepts.
+/// Parses one setting: which engine it names, checked against the engines the role accepts
+/// and the engines compiled in.
 pub fn engine_for(role: &str, url: Option<&str>, accepted: &[Engine]) -> Result<Engine, PortError> {
     let url = url.map(str::trim).unwrap_or("");
     let engine = if url.is_empty() || url.eq_ignore_ascii_case("embedded") {
@@ -78,9 +137,9 @@ pub fn engine_for(role: &str, url: Option<&str>, accepted: &[Engine]) -> Result<
         match scheme.as_deref() {
             Some("embedded") => Engine::Embedded,
             Some("kafka") => Engine::Kafka,
-            Some("cosmos" | "cosmos+https") => Engine::Cosmos,
+            Some("cosmos" | "cosmos+https" | "cosmos+http") => Engine::Cosmos,
             Some("postgres" | "postgresql") => Engine::Postgres,
-            Some("redis") => Engine::Redis,
+            Some("redis" | "rediss") => Engine::Redis,
             _ => {
                 return Err(PortError::config(format!(
                     "{role}: URL scheme {:?} is not supported; use {}",
@@ -97,7 +156,7 @@ pub fn engine_for(role: &str, url: Option<&str>, accepted: &[Engine]) -> Result<
             accepted_list(accepted)
         )));
     }
-    if engine != Engine::Embedded {
+    if !engine.compiled() {
         return Err(PortError::config(format!(
             "{role}: the {0} engine is not enabled in this build (cargo feature `{0}`)",
             engine.feature()
@@ -114,10 +173,19 @@ fn accepted_list(accepted: &[Engine]) -> String {
             Engine::Kafka => "kafka://",
             Engine::Cosmos => "cosmos:// or cosmos+https://",
             Engine::Postgres => "postgres:// or postgresql://",
-            Engine::Redis => "redis://",
+            Engine::Redis => "redis:// or rediss://",
         })
         .collect();
     names.join(", ")
+}
+
+fn ensure_dir(data_dir: &Path) -> Result<(), PortError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        PortError::unavailable(format!(
+            "cannot create data directory {}: {e}",
+            data_dir.display()
+        ))
+    })
 }
 
 /// Opens only the device registry: what `iotstream devices ...` needs, safe while `up` runs
@@ -127,54 +195,153 @@ pub async fn connect_registry(
     urls: &BackendUrls,
 ) -> Result<Arc<dyn DeviceRegistry>, PortError> {
     use Engine::*;
-    engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])?;
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        PortError::unavailable(format!(
-            "cannot create data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
-    Ok(Arc::new(EmbeddedResults::open(data_dir).await?))
+    match engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])? {
+        #[cfg(feature = "postgres")]
+        Postgres => Ok(Arc::new(
+            crate::postgres::PgResults::connect(urls.database.as_deref().unwrap_or_default()).await?,
+        )),
+        _ => {
+            ensure_dir(data_dir)?;
+            Ok(Arc::new(EmbeddedResults::open(data_dir).await?))
+        }
+    }
+}
+
+/// The results database's four ports and its pruner.
+struct ResultsPorts {
+    devices: Arc<dyn DeviceRegistry>,
+    results: Arc<dyn ResultsStore>,
+    outbox: Arc<dyn Outbox>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    pruner: ResultsPruner,
+}
+
+async fn open_results(
+    engine: Engine,
+    data_dir: &Path,
+    urls: &BackendUrls,
+) -> Result<ResultsPorts, PortError> {
+    #[cfg(feature = "postgres")]
+    if engine == Engine::Postgres {
+        let pg = Arc::new(
+            crate::postgres::PgResults::connect(urls.database.as_deref().unwrap_or_default()).await?,
+        );
+        return Ok(ResultsPorts {
+            pruner: ResultsPruner::Postgres((*pg).clone()),
+            devices: pg.clone(),
+            results: pg.clone(),
+            outbox: pg.clone(),
+            checkpoints: pg,
+        });
+    }
+    let _ = (engine, urls);
+    let db = Arc::new(EmbeddedResults::open(data_dir).await?);
+    Ok(ResultsPorts {
+        pruner: ResultsPruner::Embedded((*db).clone()),
+        devices: db.clone(),
+        results: db.clone(),
+        outbox: db.clone(),
+        checkpoints: db,
+    })
+}
+
+async fn open_cache(engine: Engine, urls: &BackendUrls) -> Result<Arc<dyn Cache>, PortError> {
+    #[cfg(feature = "redis")]
+    if engine == Engine::Redis {
+        let mut settings = crate::redis::RedisSettings::default();
+        if let Some(p) = urls.setting("IOTSTREAM_REDIS_PREFIX") {
+            settings.prefix = p.to_owned();
+        }
+        if let Some(ttl) = urls.setting("IOTSTREAM_REDIS_LATEST_TTL") {
+            settings.latest_ttl = parse_ttl("IOTSTREAM_REDIS_LATEST_TTL", ttl)?;
+        }
+        return Ok(Arc::new(crate::redis::RedisCache::new(
+            urls.cache.as_deref().unwrap_or_default(),
+            settings,
+        )?));
+    }
+    let _ = (engine, urls);
+    Ok(Arc::new(MemoryCache::new()))
+}
+
+/// A duration setting like `1h` or `7d`.
+pub fn parse_ttl(name: &str, text: &str) -> Result<std::time::Duration, PortError> {
+    iotstream_core::ts::parse_duration_ms(text)
+        .filter(|ms| *ms > 0)
+        .map(|ms| std::time::Duration::from_millis(ms as u64))
+        .ok_or_else(|| PortError::config(format!("{name} {text:?}: use a duration like 30m, 12h or 7d")))
 }
 
 /// Opens every port: embedded engines live under `data_dir` (created if missing).
 pub async fn connect(data_dir: &Path, urls: &BackendUrls) -> Result<Backends, PortError> {
     use Engine::*;
-    engine_for("bus", urls.bus.as_deref(), &[Embedded, Kafka])?;
-    engine_for(
+    let bus_engine = engine_for("bus", urls.bus.as_deref(), &[Embedded, Kafka])?;
+    let store_engine = engine_for(
         "telemetry store",
         urls.telemetry_store.as_deref(),
         &[Embedded, Cosmos],
     )?;
-    engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])?;
-    engine_for("cache", urls.cache.as_deref(), &[Embedded, Redis])?;
-    // Every engine is embedded here; later engines will branch on the values above.
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        PortError::unavailable(format!(
-            "cannot create data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
-    let results = Arc::new(EmbeddedResults::open(data_dir).await?);
-    let bus = LogBus::open(data_dir)?;
-    // The embedded telemetry store lives in the bus's `telemetry` log: one write stores and
-    // publishes a reading.
-    let store = Arc::new(LogTelemetryStore::open(bus.clone())?);
-    let retention = Arc::new(crate::retention::Retention {
-        bus: bus.clone(),
-        store: store.clone(),
-        results: (*results).clone(),
+    let db_engine = engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])?;
+    let cache_engine = engine_for("cache", urls.cache.as_deref(), &[Embedded, Redis])?;
+    ensure_dir(data_dir)?;
+    let r = open_results(db_engine, data_dir, urls).await?;
+    let cache = open_cache(cache_engine, urls).await?;
+    let log = match bus_engine {
+        Embedded => Some(LogBus::open(data_dir)?),
+        _ => None,
+    };
+    let bus: Arc<dyn EventBus> = match (&log, bus_engine) {
+        (Some(log), _) => Arc::new(log.clone()),
+        #[cfg(feature = "kafka")]
+        (None, Kafka) => Arc::new(crate::kafka::KafkaBus::connect(
+            urls.bus.as_deref().unwrap_or_default(),
+            urls,
+        )?),
+        (None, other) => unreachable!("engine_for accepted {other:?} for the bus"),
+    };
+    let (sink, store, log_store): (Arc<dyn TelemetrySink>, Arc<dyn TelemetryStore>, _) =
+        match (store_engine, log.clone()) {
+            // The embedded telemetry store lives in the bus's `telemetry` log: one write stores
+            // and publishes a reading.
+            (Embedded, Some(log)) => {
+                let store = Arc::new(LogTelemetryStore::open(log.clone())?);
+                let _ = log;
+                (store.clone(), store.clone(), Some(store))
+            }
+            (engine, _) => {
+                let store: Arc<dyn TelemetryStore> = match engine {
+                    #[cfg(feature = "cosmos")]
+                    Cosmos => Arc::new(
+                        crate::cosmos::CosmosStore::connect(
+                            urls.telemetry_store.as_deref().unwrap_or_default(),
+                            urls,
+                        )
+                        .await?,
+                    ),
+                    _ => Arc::new(EmbeddedTelemetryStore::open(data_dir).await?),
+                };
+                let sink = Arc::new(SplitSink {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                });
+                (sink, store, None)
+            }
+        };
+    let retention = Arc::new(Retention {
+        bus: log,
+        store: log_store,
+        results: r.pruner,
     });
     Ok(Backends {
         retention: Some(retention),
-        sink: store.clone(),
+        sink,
         store,
-        bus: Arc::new(bus),
-        devices: results.clone(),
-        results: results.clone(),
-        outbox: results.clone(),
-        checkpoints: results,
-        cache: Arc::new(MemoryCache::new()),
+        bus,
+        devices: r.devices,
+        results: r.results,
+        outbox: r.outbox,
+        checkpoints: r.checkpoints,
+        cache,
     })
 }
 
@@ -193,6 +360,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(any(feature = "kafka", feature = "postgres", feature = "cosmos")))]
     fn real_engines_name_their_feature() {
         let e = engine_for("bus", Some("kafka://broker:9092"), &[Embedded, Kafka]).unwrap_err();
         assert!(e.message.contains("cargo feature `kafka`"), "{e}");

@@ -1,5 +1,7 @@
 //! Engines behind the ports of `iotstream_core::ports`.
 //!
+//! * Real engines, each behind its cargo feature: `kafka` (the bus), `cosmos` (the telemetry
+//!   store), `postgres` (devices, results, outbox, checkpoints), `redis` (the cache).
 //! * [`embedded`]: SQLite files under a data directory ([`EmbeddedBus`],
 //!   [`EmbeddedTelemetryStore`], [`EmbeddedResults`]) and the in-process [`MemoryCache`].
 //! * [`webhook`]: the HTTP [`WebhookNotifier`].
@@ -13,10 +15,18 @@
 pub mod cache;
 pub mod conformance;
 pub mod connect;
+#[cfg(feature = "cosmos")]
+pub mod cosmos;
 pub mod embedded;
 mod error;
 pub mod faults;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod log;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod retention;
 pub mod semantics;
 mod split;

@@ -1,7 +1,8 @@
 //! Retention of the embedded engines, run periodically by `up`: telemetry older than the period
 //! once analysed, consumed internal topics after an hour, and in the results database the
 //! aggregates, resolved alerts, delivered or dead webhook deliveries older than the period.
-//! (The real engines have their own: Kafka retention, Cosmos DB TTL, a PostgreSQL job.)
+//! The results database is pruned whichever engine holds it (SQLite or PostgreSQL); the other
+//! real engines have their own retention (Kafka topic retention, Cosmos DB TTL).
 
 use crate::embedded::EmbeddedResults;
 use crate::log::{LogBus, LogTelemetryStore};
@@ -14,9 +15,29 @@ use std::time::{Duration, SystemTime};
 pub const INTERNAL_RETENTION: Duration = Duration::from_secs(3600);
 
 pub struct Retention {
-    pub bus: LogBus,
-    pub store: Arc<LogTelemetryStore>,
-    pub results: EmbeddedResults,
+    /// The embedded log, when it is the bus.
+    pub bus: Option<LogBus>,
+    /// The embedded log's telemetry store, when it is the store.
+    pub store: Option<Arc<LogTelemetryStore>>,
+    pub results: ResultsPruner,
+}
+
+/// The results database to prune.
+#[derive(Clone, Debug)]
+pub enum ResultsPruner {
+    Embedded(EmbeddedResults),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::PgResults),
+}
+
+impl ResultsPruner {
+    async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
+        match self {
+            ResultsPruner::Embedded(db) => db.prune(cutoff).await,
+            #[cfg(feature = "postgres")]
+            ResultsPruner::Postgres(db) => db.prune(cutoff).await,
+        }
+    }
 }
 
 /// What one retention pass deleted.
@@ -33,10 +54,18 @@ impl Retention {
         let (bus, store) = (self.bus.clone(), self.store.clone());
         let (readings, internal_segments) = tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
-            let readings = store.retain(now - keep)?;
+            let readings = match &store {
+                Some(store) => store.retain(now - keep)?,
+                None => 0,
+            };
             let internal = now - keep.min(INTERNAL_RETENTION);
-            let segments = bus.trim_consumed(topics::INSIGHTS, internal)?
-                + bus.trim_consumed(topics::ALERTS, internal)?;
+            let segments = match &bus {
+                Some(bus) => {
+                    bus.trim_consumed(topics::INSIGHTS, internal)?
+                        + bus.trim_consumed(topics::ALERTS, internal)?
+                }
+                None => 0,
+            };
             Ok::<_, PortError>((readings, segments))
         })
         .await

@@ -56,6 +56,15 @@ pub struct Delivered {
     pub value: Vec<u8>,
 }
 
+/// A record of a batch that can never be handled (it does not decode): the index of the
+/// record in its batch and why. Runners set it aside with [`EventBus::dead_letter`] before they
+/// commit past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poisoned {
+    pub index: usize,
+    pub reason: String,
+}
+
 /// A position in a topic partition: the offset of the next record to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {
@@ -76,6 +85,30 @@ pub trait EventBus: Send + Sync {
     async fn subscribe(&self, group: &str, topic: &str) -> PortResult<Box<dyn Consumer>>;
     /// Total lag of `group` on `topic`: high watermarks minus committed offsets, summed.
     async fn lag(&self, group: &str, topic: &str) -> PortResult<u64>;
+    /// Sets aside a record that can never be handled (poison) on `<topic>.dead-letter`, with
+    /// the reason. Engines with record headers (Kafka) put the reason and the record's origin
+    /// there; this default wraps them with the record in a JSON envelope.
+    async fn dead_letter(&self, record: &Delivered, reason: &str) -> PortResult<()> {
+        let topic = format!("{}.dead-letter", record.topic);
+        self.ensure_topic(&topic).await?;
+        let envelope = serde_json::json!({
+            "reason": reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key,
+            "value": String::from_utf8_lossy(&record.value),
+        });
+        let value = serde_json::to_vec(&envelope).unwrap_or_default();
+        self.publish(
+            &topic,
+            &[Record {
+                key: record.key.clone(),
+                value,
+            }],
+        )
+        .await
+    }
 }
 
 /// One member of a consumer group.
@@ -224,6 +257,15 @@ pub trait CheckpointStore: Send + Sync {
 pub trait Cache: Send + Sync {
     async fn set_latest(&self, states: &[LatestState]) -> PortResult<()>;
     async fn get_latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>>;
+    /// Keeps recent window aggregates hot (a later emission of a window replaces it). Optional:
+    /// the in-process cache does not, the results store serves series.
+    async fn put_aggregates(&self, _aggregates: &[Aggregate]) -> PortResult<()> {
+        Ok(())
+    }
+    /// Keeps the open alerts hot and announces the changes to live subscribers. Optional.
+    async fn put_alerts(&self, _events: &[AlertEvent]) -> PortResult<()> {
+        Ok(())
+    }
 }
 
 /// A webhook request, signed.

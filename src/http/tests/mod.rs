@@ -32,6 +32,7 @@ pub struct TestApp {
 
 pub fn config(dir: &std::path::Path) -> Config {
     Config {
+        functions: crate::app::Functions::ALL,
         data_dir: dir.to_path_buf(),
         urls: BackendUrls::default(),
         rules: Rules::from_toml(

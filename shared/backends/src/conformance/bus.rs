@@ -19,6 +19,7 @@ pub async fn run(bus: Arc<dyn EventBus>) {
     poll_wakes_up_on_publish(bus.clone()).await;
     poll_respects_max_and_wait(&*bus).await;
     seek_moves_read_positions(&*bus).await;
+    dead_letters_land_on_their_own_topic(&*bus).await;
 }
 
 fn rec(key: &str, value: String) -> Record {
@@ -320,5 +321,35 @@ pub async fn seek_moves_read_positions(bus: &dyn EventBus) {
     assert!(
         skipped.iter().all(|d| !(d.partition == p && d.offset == o)),
         "the skipped record is not read"
+    );
+}
+
+/// A poison record set aside lands, with its key, on `<topic>.dead-letter`, where a consumer
+/// (an operator's tool) can read it; the source topic is untouched.
+pub async fn dead_letters_land_on_their_own_topic(bus: &dyn EventBus) {
+    let (topic, group) = fresh(bus, "dlq").await;
+    let poison = Delivered {
+        topic: topic.clone(),
+        partition: 0,
+        offset: 3,
+        key: "dev-9".into(),
+        value: b"{not json".to_vec(),
+    };
+    bus.dead_letter(&poison, "not a reading")
+        .await
+        .expect("dead_letter");
+    bus.dead_letter(&poison, "not a reading")
+        .await
+        .expect("dead_letter again");
+    let mut c = bus
+        .subscribe(&group, &format!("{topic}.dead-letter"))
+        .await
+        .expect("subscribe to the dead letters");
+    let got = drain(&mut *c, 2).await;
+    assert!(got.iter().all(|d| d.key == "dev-9"), "keys kept: {got:?}");
+    assert_eq!(
+        bus.lag(&group, &topic).await.expect("lag"),
+        0,
+        "the source topic is untouched"
     );
 }

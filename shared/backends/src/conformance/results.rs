@@ -17,6 +17,7 @@ pub const T: i64 = 1_764_064_800_000;
 /// same engine (same database) as `results`.
 pub async fn run(results: Arc<dyn ResultsStore>, outbox: Arc<dyn Outbox>) {
     series_rebuckets_upserted_aggregates(&*results).await;
+    window_kinds_are_kept_apart_and_series_read_the_finest_tumbling_one(&*results).await;
     latest_state_merges(&*results).await;
     alert_transitions_are_idempotent(&*results).await;
     alerts_list_newest_first_with_filters(&*results).await;
@@ -117,6 +118,38 @@ pub async fn series_rebuckets_upserted_aggregates(results: &dyn ResultsStore) {
     );
     let err = series(T, T + 60_000, 0).await.expect_err("step 0");
     assert_eq!(err.kind, PortErrorKind::Invalid);
+}
+
+/// Tumbling and hopping windows with the same start are different rows; a series counts each
+/// reading once (from the finest tumbling window), whatever else is stored.
+pub async fn window_kinds_are_kept_apart_and_series_read_the_finest_tumbling_one(results: &dyn ResultsStore) {
+    let d = unique_device("kinds");
+    let one = |ws: i64, count: u64, max: f64| agg(&d, "t", ws, count, 1.0, max, count as f64);
+    let mut five = agg(&d, "t", T, 10, 0.5, 50.0, 100.0);
+    (five.window_ms, five.hop_ms, five.stddev, five.p95) = (300_000, 60_000, 2.5, Some(49.0));
+    let mut ten = agg(&d, "t", T, 20, 0.5, 60.0, 200.0);
+    (ten.window_ms, ten.hop_ms) = (600_000, 600_000);
+    results
+        .upsert_aggregates(&[one(T, 2, 5.0), five.clone(), ten, one(T + 60_000, 3, 7.0)])
+        .await
+        .unwrap();
+    let got = results
+        .series(&d, "t", Ts(T), Ts(T + 600_000), 600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![point(T, 5, 1.0, 7.0, 1.0)],
+        "the 1-minute windows only: neither the hopping nor the coarser tumbling window is counted"
+    );
+    // Upserting a later emission of the hopping window replaces it, not the tumbling one.
+    five.count = 11;
+    results.upsert_aggregates(&[five]).await.unwrap();
+    let again = results
+        .series(&d, "t", Ts(T), Ts(T + 60_000), 60_000)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![point(T, 2, 1.0, 5.0, 1.0)]);
 }
 
 pub async fn latest_state_merges(results: &dyn ResultsStore) {

@@ -1,0 +1,216 @@
+//! `KafkaConsumer`: one member of a consumer group, implementing [`Consumer`].
+//!
+//! * Offsets are never committed automatically: `commit` commits the positions after what
+//!   `poll` returned, for the partitions this member still owns (a partition taken away by a
+//!   rebalance is re-read by its new owner from the last commit: at-least-once).
+//! * `seek` moves partitions this member owns at once; for partitions not assigned yet (right
+//!   after `subscribe`, while the group forms) it is remembered and applied when the first
+//!   record of that partition arrives. Until the sought offset is reached, records of the
+//!   partition from before the seek are dropped, never returned.
+
+use super::{KafkaSettings, QUERY_TIMEOUT, blocking, kafka_err};
+use async_trait::async_trait;
+use iotstream_core::ports::{Consumer, Delivered, PortResult, Position};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct KafkaConsumer {
+    consumer: Arc<StreamConsumer>,
+    /// The topic as named on the broker (with the prefix) and as the caller knows it.
+    broker_topic: String,
+    topic: String,
+    /// Next offset to read, per partition this member has read from or sought.
+    positions: BTreeMap<u32, u64>,
+    /// Seeks not confirmed yet: partition → (offset, seek issued to librdkafka).
+    pending: BTreeMap<u32, (u64, bool)>,
+}
+
+impl KafkaConsumer {
+    pub fn subscribe(settings: &KafkaSettings, group: &str, topic: &str) -> PortResult<Self> {
+        let consumer: StreamConsumer = settings
+            .consumer(group, topic)
+            .create()
+            .map_err(|e| kafka_err("consumer", &e))?;
+        let broker_topic = settings.topic(topic);
+        consumer
+            .subscribe(&[&broker_topic])
+            .map_err(|e| kafka_err("subscribe", &e))?;
+        Ok(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            broker_topic,
+            topic: topic.to_owned(),
+            positions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        })
+    }
+
+    /// Partitions of our topic this member owns now.
+    async fn assigned(&self) -> PortResult<HashSet<u32>> {
+        let consumer = self.consumer.clone();
+        let topic = self.broker_topic.clone();
+        blocking(move || {
+            let tpl = consumer.assignment().map_err(|e| kafka_err("assignment", &e))?;
+            Ok(tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == topic)
+                .map(|e| e.partition() as u32)
+                .collect())
+        })
+        .await
+    }
+
+    async fn seek_now(&self, partition: u32, offset: u64) -> PortResult<()> {
+        let consumer = self.consumer.clone();
+        let topic = self.broker_topic.clone();
+        blocking(move || {
+            consumer
+                .seek(
+                    &topic,
+                    partition as i32,
+                    Offset::Offset(offset as i64),
+                    QUERY_TIMEOUT,
+                )
+                .map_err(|e| kafka_err("seek", &e))
+        })
+        .await
+    }
+
+    /// Accepts or drops one record: returns it when it is at or past the partition's pending
+    /// seek (or there is none).
+    async fn admit(&mut self, partition: u32, offset: u64) -> bool {
+        let Some(&(want, issued)) = self.pending.get(&partition) else {
+            return true;
+        };
+        if offset == want || (issued && offset > want) {
+            self.pending.remove(&partition);
+            return true;
+        }
+        if offset < want && issued {
+            return false; // fetched before the seek took effect
+        }
+        // Not sought yet (the partition was not assigned at `seek`), or still behind: seek now.
+        let ok = self.seek_now(partition, want).await.is_ok();
+        self.pending.insert(partition, (want, ok));
+        false
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> PortResult<Vec<Delivered>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while out.len() < max {
+            // Wait for the first record; after that, take only what is already fetched.
+            let until = if out.is_empty() {
+                deadline
+            } else {
+                tokio::time::Instant::now()
+            };
+            let msg = match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) if out.is_empty() => return Err(kafka_err("poll", &e)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "kafka poll error after a partial batch");
+                    break;
+                }
+                Ok(Ok(m)) => {
+                    let key = m
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    let value = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                    (m.partition() as u32, m.offset().max(0) as u64, key, value)
+                }
+            };
+            let (partition, offset, key, value) = msg;
+            if !self.admit(partition, offset).await {
+                continue;
+            }
+            self.positions.insert(partition, offset + 1);
+            out.push(Delivered {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                key,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self) -> PortResult<()> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let assigned = self.assigned().await?;
+        // Positions of partitions taken away by a rebalance are no longer ours to commit.
+        self.positions.retain(|p, _| assigned.contains(p));
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &self.positions {
+            tpl.add_partition_offset(&self.broker_topic, *p as i32, Offset::Offset(*o as i64))
+                .map_err(|e| kafka_err("commit", &e))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        blocking(move || match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // The group is rebalancing: these partitions may already belong to another member,
+            // which will read them again from the last commit (at-least-once; the sinks are
+            // idempotent). Retrying cannot succeed before the next poll rejoins the group.
+            Err(e) if is_rebalance(&e) => {
+                tracing::info!(error = %e, "offset commit skipped: the group is rebalancing; records will be redelivered");
+                Ok(())
+            }
+            Err(e) => Err(kafka_err("commit", &e)),
+        })
+        .await
+    }
+
+    async fn seek(&mut self, positions: &[Position]) -> PortResult<()> {
+        let assigned = self.assigned().await?;
+        for p in positions {
+            let issued =
+                assigned.contains(&p.partition) && self.seek_now(p.partition, p.next_offset).await.is_ok();
+            self.pending.insert(p.partition, (p.next_offset, issued));
+            self.positions.insert(p.partition, p.next_offset);
+        }
+        Ok(())
+    }
+
+    fn positions(&self) -> Vec<Position> {
+        self.positions
+            .iter()
+            .map(|(p, o)| Position {
+                partition: *p,
+                next_offset: *o,
+            })
+            .collect()
+    }
+}
+
+fn is_rebalance(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::IllegalGeneration | C::RebalanceInProgress | C::UnknownMemberId | C::FencedInstanceId)
+    )
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // Leave the group now rather than when the session times out, so a replacement gets the
+        // partitions at once. Never blocks for long: librdkafka closes in the background.
+        self.consumer.unsubscribe();
+    }
+}

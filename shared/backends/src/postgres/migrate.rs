@@ -1,0 +1,83 @@
+//! Migrations of the PostgreSQL results database: the numbered files of `sql/postgres/`,
+//! embedded in the binary (a deployment needs no SQL files beside it), each applied once in its
+//! own transaction and recorded in `iotstream_migrations`.
+//!
+//! Several processes may start at once (replicas of every function): a session-wide advisory
+//! lock makes them take turns, and each re-reads what is applied after taking it.
+
+use super::pg_err;
+use iotstream_core::PortError;
+use iotstream_core::ports::PortResult;
+use sqlx::PgPool;
+
+/// (version, name, SQL), in order. Append only: never edit an applied migration.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "results", include_str!("../../sql/postgres/0001_results.sql")),
+    (
+        2,
+        "window_aggregates",
+        include_str!("../../sql/postgres/0002_window_aggregates.sql"),
+    ),
+];
+
+/// An arbitrary constant naming iotstream's migration lock.
+const LOCK_KEY: i64 = 0x0069_6f74_7374_726d;
+
+/// Applies the migrations not applied yet. Idempotent and safe to run concurrently.
+pub async fn migrate(pool: &PgPool) -> PortResult<()> {
+    let mut conn = pool.acquire().await.map_err(pg_err)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_err)?;
+    let result = apply(&mut conn).await;
+    // Unlock even after a failure; a broken connection releases the lock by itself.
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
+async fn apply(conn: &mut sqlx::PgConnection) -> PortResult<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS iotstream_migrations (\
+         version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?;
+    let applied: Vec<i32> = sqlx::query_scalar("SELECT version FROM iotstream_migrations")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg_err)?;
+    if let Some(newer) = applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|(m, _, _)| m == *v))
+    {
+        return Err(PortError::config(format!(
+            "the database has migration {newer}, which this build does not know: it was migrated by a newer iotstream"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(pg_err)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
+            let mut err = pg_err(e);
+            err.message = format!("migration {version} ({name}): {}", err.message);
+            err
+        })?;
+        sqlx::query("INSERT INTO iotstream_migrations (version, name) VALUES ($1, $2)")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        tracing::info!(version, name, "applied database migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! [`Outbox`] of [`PgResults`]: webhook deliveries with retries and dead letters, with the
+//! embedded engine's rules (rows are never deleted by delivery; `status` is `pending`,
+//! `delivered` or `dead`; only pending rows change; unknown ids are ignored).
+
+use super::{PgResults, decode_err, pg_err};
+use async_trait::async_trait;
+use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult};
+use iotstream_core::{AlertEvent, PortError, Ts};
+
+/// Enqueues on an open connection or transaction (shared with `ack_alert`), in input order.
+pub(super) async fn enqueue_in(
+    conn: &mut sqlx::PgConnection,
+    events: &[AlertEvent],
+    now: Ts,
+) -> PortResult<usize> {
+    let bodies: Vec<String> = events
+        .iter()
+        .map(|e| {
+            serde_json::to_string(e)
+                .map_err(|err| PortError::invalid(format!("cannot encode alert event: {err}")))
+        })
+        .collect::<PortResult<_>>()?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    // ORDER BY ordinality: identity values (seq) follow the input order, which `due` relies on.
+    let done = sqlx::query(
+        "INSERT INTO outbox (id, event, body, status, attempts, next_attempt_at, created_at) \
+         SELECT id, event, body, 'pending', 0, $4, $4 \
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(id, event, body, n) \
+         ORDER BY n ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&bodies)
+    .bind(now.millis())
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_err)?;
+    Ok(done.rows_affected() as usize)
+}
+
+fn attempts_of(v: i32) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Outbox for PgResults {
+    async fn enqueue(&self, events: &[AlertEvent], now: Ts) -> PortResult<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        enqueue_in(&mut conn, events, now).await
+    }
+
+    async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>> {
+        let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(
+            "SELECT id, body, attempts, next_attempt_at FROM outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, seq LIMIT $2",
+        )
+        .bind(now.millis())
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        rows.into_iter()
+            .map(|(id, body, attempts, at)| {
+                Ok(PendingDelivery {
+                    event: serde_json::from_str(&body).map_err(|e| decode_err("outbox event", e))?,
+                    id,
+                    attempts: attempts_of(attempts),
+                    next_attempt_at: Ts(at),
+                })
+            })
+            .collect()
+    }
+
+    async fn next_due(&self) -> PortResult<Option<Ts>> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(pg_err)?;
+        Ok(at.map(Ts))
+    }
+
+    async fn mark_delivered(&self, ids: &[String], now: Ts) -> PortResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET status = 'delivered', finished_at = $1 \
+             WHERE status = 'pending' AND id = ANY($2::text[])",
+        )
+        .bind(now.millis())
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(at.millis())
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: &str, attempts: u32, error: &str, now: Ts) -> PortResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', attempts = $1, last_error = $2, finished_at = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(error)
+        .bind(now.millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    /// Newest first.
+    async fn dead_letters(&self, limit: usize) -> PortResult<Vec<DeadLetter>> {
+        let rows: Vec<(String, String, i32, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, event, attempts, last_error, finished_at FROM outbox \
+             WHERE status = 'dead' ORDER BY finished_at DESC, id LIMIT $1",
+        )
+        .bind(limit_of(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, event, attempts, last_error, dead_at)| DeadLetter {
+                id,
+                event,
+                attempts: attempts_of(attempts),
+                last_error: last_error.unwrap_or_default(),
+                dead_at: Ts(dead_at.unwrap_or(0)),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,440 @@
+//! Every conformance suite against the real engines, plus their own checks (dead letters with
+//! headers, Redis degraded mode and recovery, migrations). Needs the services of
+//! `scripts/services` (run by `scripts/test`): the URLs come from `IOTSTREAM_TEST_*` variables,
+//! and a missing one FAILS the test with the command to run, never skips it.
+#![cfg(feature = "integration")]
+
+use iotstream_backends::BackendUrls;
+use iotstream_backends::conformance::{self, unique, unique_device};
+use iotstream_core::ports::{Cache, EventBus};
+use std::sync::Arc;
+
+fn service(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: run these tests through `scripts/services run -- cargo test ...` \
+             (or ./scripts/test), which starts PostgreSQL, Redis, the Kafka broker and the Cosmos DB server"
+        ),
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use iotstream_backends::postgres::PgResults;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_results_conform() {
+        let db = Arc::new(
+            PgResults::connect(&service("IOTSTREAM_TEST_DATABASE_URL"))
+                .await
+                .unwrap(),
+        );
+        conformance::devices::run(db.clone()).await;
+        conformance::results::run(db.clone(), db.clone()).await;
+        conformance::outbox::run(db.clone()).await;
+        conformance::checkpoints::run(db).await;
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_concurrent_starts_are_safe() {
+        let url = service("IOTSTREAM_TEST_DATABASE_URL");
+        let (a, b) = tokio::join!(PgResults::connect(&url), PgResults::connect(&url));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        let versions: Vec<i32> =
+            sqlx::query_scalar("SELECT version FROM iotstream_migrations ORDER BY version")
+                .fetch_all(a.pool())
+                .await
+                .unwrap();
+        assert_eq!(versions, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_database_that_is_down_is_unavailable_not_a_hang() {
+        // A closed port: every call fails fast and retryably.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = PgResults::connect(&format!("postgres://u:secret@127.0.0.1:{port}/x"))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(!err.message.contains("secret"), "the password leaked: {err}");
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_old_finished_rows() {
+        use iotstream_core::ports::{Outbox, ResultsStore};
+        use iotstream_core::{AlertEventKind, Ts};
+        let db = PgResults::connect(&service("IOTSTREAM_TEST_DATABASE_URL"))
+            .await
+            .unwrap();
+        let d = unique_device("prune");
+        let open = conformance::alert(&unique("prune-open"), &d, 1_000, 90.0);
+        let done = conformance::alert(&unique("prune-done"), &d, 1_000, 90.0);
+        db.apply_alert_events(&[
+            conformance::event(AlertEventKind::Opened, &open, 1_000, 90.0),
+            conformance::event(AlertEventKind::Resolved, &done, 2_000, 70.0),
+        ])
+        .await
+        .unwrap();
+        db.enqueue(
+            &[conformance::event(AlertEventKind::Opened, &open, 1_000, 90.0)],
+            Ts(1_000),
+        )
+        .await
+        .unwrap();
+        db.prune(Ts(5_000)).await.unwrap();
+        assert!(db.alert(&open.id).await.unwrap().is_some(), "open alerts stay");
+        assert!(
+            db.alert(&done.id).await.unwrap().is_none(),
+            "old resolved alerts go"
+        );
+        assert_eq!(
+            db.due(Ts(10_000), 10_000)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|p| p.event.alert.id == open.id)
+                .count(),
+            1,
+            "pending deliveries stay"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_cache {
+    use super::*;
+    use iotstream_backends::redis::{RedisCache, RedisSettings};
+    use iotstream_core::{AlertEventKind, PortErrorKind};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn settings() -> RedisSettings {
+        RedisSettings {
+            prefix: format!("{}:", unique("test")),
+            ..RedisSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_cache_conforms() {
+        let cache = RedisCache::new(&service("IOTSTREAM_TEST_CACHE_URL"), settings()).unwrap();
+        conformance::cache::run(Arc::new(cache)).await;
+    }
+
+    #[tokio::test]
+    async fn recent_aggregates_and_active_alerts() {
+        let cache = RedisCache::new(&service("IOTSTREAM_TEST_CACHE_URL"), settings()).unwrap();
+        let d = unique_device("redis-agg");
+        let agg = |ws: i64, count: u64| {
+            iotstream_backends::conformance::results::agg(&d, "t", ws, count, 1.0, 2.0, 3.0)
+        };
+        cache
+            .put_aggregates(&[agg(60_000, 1), agg(0, 1), agg(60_000, 2)])
+            .await
+            .unwrap();
+        let mut hopping = agg(0, 9);
+        (hopping.window_ms, hopping.hop_ms) = (300_000, 60_000);
+        cache.put_aggregates(&[hopping.clone()]).await.unwrap();
+        assert_eq!(
+            cache.recent_aggregates(&d, "t", 300_000).await.unwrap(),
+            vec![hopping],
+            "window kinds are kept apart"
+        );
+        let got = cache.recent_aggregates(&d, "t", 60_000).await.unwrap();
+        assert_eq!(
+            got,
+            vec![agg(0, 1), agg(60_000, 2)],
+            "one per window, the last emission, oldest first"
+        );
+
+        let a = conformance::alert(&unique("redis-alert"), &d, 1_000, 90.0);
+        cache
+            .put_alerts(&[conformance::event(AlertEventKind::Opened, &a, 1_000, 90.0)])
+            .await
+            .unwrap();
+        assert!(cache.active_alerts().await.unwrap().contains_key(&a.id));
+        cache
+            .put_alerts(&[conformance::event(AlertEventKind::Resolved, &a, 2_000, 70.0)])
+            .await
+            .unwrap();
+        assert!(!cache.active_alerts().await.unwrap().contains_key(&a.id));
+        cache
+            .put_alerts(&[conformance::event(AlertEventKind::Opened, &a, 1_000, 90.0)])
+            .await
+            .unwrap();
+        assert!(
+            !cache.active_alerts().await.unwrap().contains_key(&a.id),
+            "a replayed opening does not bring a resolved alert back"
+        );
+    }
+
+    fn start_redis(port: u16) -> Child {
+        let bin = service("IOTSTREAM_TEST_REDIS_SERVER");
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not open {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Redis down: calls fail fast with a retryable error (no hang), then the cache recovers
+    /// by itself once Redis is back.
+    #[tokio::test]
+    async fn redis_down_degrades_fast_and_recovers_by_itself() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = start_redis(port);
+        let cache = RedisCache::new(&format!("redis://127.0.0.1:{port}/0"), settings()).unwrap();
+        let d = unique_device("redis-down");
+        let s = conformance::latest(&d, 10, &[("t", 1.0)]);
+        cache.set_latest(std::slice::from_ref(&s)).await.unwrap();
+
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let start = Instant::now();
+        for _ in 0..20 {
+            let e = cache.set_latest(std::slice::from_ref(&s)).await.unwrap_err();
+            assert!(
+                matches!(e.kind, PortErrorKind::Unavailable | PortErrorKind::Timeout),
+                "{e}"
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "20 calls took {:?}: not failing fast",
+            start.elapsed()
+        );
+
+        let mut server = start_redis(port);
+        let start = Instant::now();
+        loop {
+            if cache.set_latest(std::slice::from_ref(&s)).await.is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the cache did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            cache.get_latest(&d).await.unwrap(),
+            Some(s),
+            "live again (a fresh Redis holds what was written since)"
+        );
+        server.kill().unwrap();
+        let _ = server.wait();
+    }
+}
+
+#[cfg(feature = "kafka")]
+mod kafka {
+    use super::*;
+    use iotstream_backends::SplitSink;
+    use iotstream_backends::embedded::EmbeddedTelemetryStore;
+    use iotstream_backends::kafka::KafkaBus;
+    use iotstream_core::ports::{Delivered, TelemetryStore};
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use std::time::Duration;
+
+    fn bus() -> KafkaBus {
+        KafkaBus::connect(&service("IOTSTREAM_TEST_BUS_URL"), &BackendUrls::default()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_bus_conforms() {
+        conformance::bus::run(Arc::new(bus())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn split_sink_over_kafka_conforms() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let prefix = format!("{}.", unique("sink"));
+        let urls = BackendUrls {
+            settings: [("IOTSTREAM_KAFKA_TOPIC_PREFIX".to_owned(), prefix)].into(),
+            ..BackendUrls::default()
+        };
+        let bus: Arc<dyn EventBus> =
+            Arc::new(KafkaBus::connect(&service("IOTSTREAM_TEST_BUS_URL"), &urls).unwrap());
+        let store: Arc<dyn TelemetryStore> =
+            Arc::new(EmbeddedTelemetryStore::open(dir.path()).await.unwrap());
+        let sink = Arc::new(SplitSink {
+            store: store.clone(),
+            bus: bus.clone(),
+        });
+        conformance::sink::run(sink, store, bus).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_letters_carry_the_reason_and_origin_in_headers() {
+        let bus = bus();
+        let topic = unique("dlq-src");
+        let record = Delivered {
+            topic: topic.clone(),
+            partition: 2,
+            offset: 41,
+            key: "dev-1".into(),
+            value: b"not json".to_vec(),
+        };
+        bus.dead_letter(&record, "expected value at line 1")
+            .await
+            .unwrap();
+        let consumer: StreamConsumer = bus
+            .settings()
+            .consumer(&unique("dlq-reader"), "dlq")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&format!("{topic}.dead-letter")]).unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("the dead letter arrives")
+            .unwrap();
+        assert_eq!(m.payload(), Some(&b"not json"[..]));
+        assert_eq!(m.key(), Some(&b"dev-1"[..]));
+        let headers = m.headers().expect("headers");
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(
+            get("iotstream-dead-letter-reason").as_deref(),
+            Some("expected value at line 1")
+        );
+        assert_eq!(get("iotstream-dead-letter-topic"), Some(topic));
+        assert_eq!(get("iotstream-dead-letter-partition").as_deref(), Some("2"));
+        assert_eq!(get("iotstream-dead-letter-offset").as_deref(), Some("41"));
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_down_fails_publish_retryably() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let urls = BackendUrls {
+            settings: [(
+                "IOTSTREAM_KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS".to_owned(),
+                "1500".to_owned(),
+            )]
+            .into(),
+            ..BackendUrls::default()
+        };
+        let bus = KafkaBus::connect(&format!("kafka://127.0.0.1:{port}"), &urls).unwrap();
+        let err = bus
+            .publish(
+                "t",
+                &[iotstream_core::ports::Record {
+                    key: "k".into(),
+                    value: b"v".to_vec(),
+                }],
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    }
+}
+
+#[cfg(feature = "cosmos")]
+mod cosmos {
+    use super::*;
+    use iotstream_backends::cosmos::CosmosStore;
+
+    fn urls() -> BackendUrls {
+        BackendUrls {
+            settings: [
+                (
+                    "IOTSTREAM_COSMOS_KEY".to_owned(),
+                    service("IOTSTREAM_TEST_COSMOS_KEY"),
+                ),
+                (
+                    "IOTSTREAM_COSMOS_DATABASE".to_owned(),
+                    service("IOTSTREAM_TEST_COSMOS_DATABASE"),
+                ),
+            ]
+            .into(),
+            ..BackendUrls::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cosmos_store_conforms() {
+        let store = CosmosStore::connect(&service("IOTSTREAM_TEST_TELEMETRY_STORE_URL"), &urls())
+            .await
+            .unwrap();
+        conformance::store::run(Arc::new(store)).await;
+    }
+
+    #[cfg(feature = "kafka")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn split_sink_over_cosmos_and_kafka_conforms() {
+        use iotstream_backends::SplitSink;
+        use iotstream_backends::kafka::KafkaBus;
+        use iotstream_core::ports::TelemetryStore;
+        let mut urls = urls();
+        urls.settings.insert(
+            "IOTSTREAM_KAFKA_TOPIC_PREFIX".into(),
+            format!("{}.", unique("cosmos-sink")),
+        );
+        let store: Arc<dyn TelemetryStore> = Arc::new(
+            CosmosStore::connect(&service("IOTSTREAM_TEST_TELEMETRY_STORE_URL"), &urls)
+                .await
+                .unwrap(),
+        );
+        let bus: Arc<dyn EventBus> =
+            Arc::new(KafkaBus::connect(&service("IOTSTREAM_TEST_BUS_URL"), &urls).unwrap());
+        let sink = Arc::new(SplitSink {
+            store: store.clone(),
+            bus: bus.clone(),
+        });
+        conformance::sink::run(sink, store, bus).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = CosmosStore::connect(&format!("cosmos://127.0.0.1:{port}"), &urls())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            !err.message.contains(&service("IOTSTREAM_TEST_COSMOS_KEY")),
+            "the key leaked"
+        );
+    }
+}

@@ -1,0 +1,451 @@
+//! Faults on the real services: PostgreSQL and Redis cut off mid-stream (through a TCP proxy),
+//! the Kafka broker restarted mid-stream, and the workers process killed with SIGKILL mid-batch.
+//! In every case: nothing acknowledged is lost, nothing is analysed twice, no alert is opened
+//! twice, and no webhook event is lost.
+//!
+//! Needs `scripts/services` (run by `scripts/test`); a missing service FAILS the test.
+#![cfg(all(
+    feature = "integration",
+    feature = "kafka",
+    feature = "postgres",
+    feature = "redis"
+))]
+
+mod common;
+
+use common::real::*;
+use common::*;
+use iotstream_core::engine::Engine;
+use iotstream_core::rules::Rules;
+use iotstream_core::{DeviceId, Reading};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Flap suppression off (it would hold the alternating alerts open), built-in detectors on.
+const RULES: &str = "[settings]\nflap_max=1000000\n[[rules]]\nname='overheat'\nmetric='temperature'\nabove=80.0\nclear=75.0\nfor='0s'\nseverity='critical'\n";
+
+/// Reading `i` of a device: runs of 7 hot and 5 cool readings, one second apart in event time,
+/// so alerts open and resolve many times.
+fn reading(device: &str, start: i64, i: usize) -> Value {
+    let value = if i % 12 < 7 {
+        85.0 + (i % 5) as f64
+    } else {
+        60.0 + (i % 3) as f64
+    };
+    json!({"deviceId": device, "id": format!("{device}-{i}"), "ts": start + i as i64 * 1000, "metrics": {"temperature": value}})
+}
+
+/// Sends readings 0..total of `device` in requests of 3, in order; a request that is not
+/// acknowledged (503, connection failure, timeout) is re-sent until it is. Counts attempts
+/// that failed in `failures`.
+async fn send_all(
+    url: String,
+    device: String,
+    token: String,
+    start: i64,
+    total: usize,
+    failures: Arc<AtomicUsize>,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let mut i = 0;
+    while i < total {
+        let batch: Vec<Value> = (i..(i + 3).min(total))
+            .map(|k| reading(&device, start, k))
+            .collect();
+        loop {
+            match post(&client, &url, &token, &json!(batch)).await {
+                202 => break,
+                _ => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        i += batch.len();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What the engine finds in a device's readings, offline: alert ids and webhook event ids.
+fn expected(device: &str, start: i64, total: usize) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut engine = Engine::new(Rules::from_toml(RULES).unwrap());
+    let id = DeviceId::parse(device).unwrap();
+    let readings: Vec<Reading> = (0..total)
+        .map(|i| {
+            let v = reading(device, start, i);
+            let metrics = BTreeMap::from([(
+                "temperature".to_owned(),
+                v["metrics"]["temperature"].as_f64().unwrap(),
+            )]);
+            let ts = iotstream_core::Ts(v["ts"].as_i64().unwrap());
+            Reading {
+                id: iotstream_core::reading::reading_key(&id, v["id"].as_str(), ts, &metrics),
+                device_id: id.clone(),
+                ts,
+                metrics,
+                message_id: v["id"].as_str().map(str::to_owned),
+            }
+        })
+        .collect();
+    let mut alerts = BTreeSet::new();
+    let mut events = BTreeSet::new();
+    for e in engine.process(&readings, iotstream_core::Ts(0)).alerts {
+        if e.event != iotstream_core::AlertEventKind::Updated {
+            alerts.insert(e.alert.id.clone());
+            events.insert(e.id);
+        }
+    }
+    (alerts, events)
+}
+
+/// Every reading analysed exactly once (aggregates count each once), exactly the alerts the
+/// input implies (none twice), and every webhook event delivered (a redelivery repeats its id).
+async fn verify(env: &RealEnv, devices: &[String], start: i64, total: usize, receiver: &Receiver) {
+    let mut want_alerts = BTreeSet::new();
+    let mut want_events = BTreeSet::new();
+    for d in devices {
+        eventually(90, &format!("{d}: every reading analysed once"), || {
+            let n: i64 = env.sql(&format!(
+                "SELECT COALESCE(SUM(count), 0) FROM aggregates WHERE device_id = '{d}' AND metric = 'temperature'"
+            ))[0]
+                .parse()
+                .unwrap();
+            assert!(n <= total as i64, "{d}: {n} readings counted for {total} sent: analysed twice");
+            if std::env::var_os("IOTSTREAM_TEST_DEBUG").is_some() {
+                eprintln!("{d}: {n} of {total} analysed");
+            }
+            (n == total as i64).then_some(())
+        })
+        .await;
+        let (a, e) = expected(d, start, total);
+        want_alerts.extend(a);
+        want_events.extend(e);
+    }
+    let list = devices
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let got = eventually(60, "every alert stored", || {
+        let ids = env.sql(&format!("SELECT id FROM alerts WHERE device_id IN ({list})"));
+        (ids.len() >= want_alerts.len()).then_some(ids)
+    })
+    .await;
+    let got_set: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), got_set.len());
+    assert_eq!(got_set, want_alerts, "exactly the alerts the input implies");
+    receiver
+        .wait_for(90, "every webhook event", |r| {
+            let delivered: BTreeSet<String> = r.hooks().iter().map(|h| h.delivery.clone()).collect();
+            delivered.is_superset(&want_events)
+        })
+        .await;
+    let mut per_delivery: HashMap<String, usize> = HashMap::new();
+    for h in receiver.hooks() {
+        assert!(h.signature_ok);
+        assert!(
+            want_events.contains(&h.delivery),
+            "unexpected event {}",
+            h.delivery
+        );
+        *per_delivery.entry(h.delivery).or_default() += 1;
+    }
+    let redelivered = per_delivery.values().filter(|&&n| n > 1).count();
+    assert!(
+        redelivered <= 2 * iotstream_notify::CONCURRENCY,
+        "{redelivered} events delivered more than once"
+    );
+}
+
+fn rules_file(dir: &Path) -> String {
+    let p = dir.join("rules.toml");
+    std::fs::write(&p, RULES).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+fn start_ms() -> i64 {
+    (iotstream_core::Ts::from_datetime(time::OffsetDateTime::now_utc()).millis() / 60_000 - 3) * 60_000
+}
+
+/// kill -9 of the process running analyze, process and notify, twice, while devices send
+/// through a separate ingest process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_9_mid_batch_loses_nothing_and_duplicates_no_alert() {
+    let mut env = RealEnv::new("kill");
+    let dir = tempfile::tempdir().unwrap();
+    env.set("IOTSTREAM_RULES", rules_file(dir.path()));
+    // Static membership: the restarted workers take their partitions back at once. (noida-db
+    // 0.2.3 never expires a killed member that led the group, so without it the group would
+    // wait forever; Kafka evicts it after the 6 s session timeout.)
+    env.set("IOTSTREAM_KAFKA_INSTANCE_ID", "workers".into());
+    let (receiver, hook) = Receiver::start(0).await;
+    let front = Server::run(&["ingest", "web"], dir.path(), None, &env.env()).await;
+    let mut workers = Server::run(
+        &["analyze", "process", "notify"],
+        dir.path(),
+        Some(&hook),
+        &env.env(),
+    )
+    .await;
+    let devices: Vec<String> = (0..3).map(|i| env.device(&format!("k{i}"))).collect();
+    let start = start_ms();
+    let total = 150;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let token = env.provision(dir.path(), d);
+            tokio::spawn(send_all(
+                front.url.clone(),
+                d.clone(),
+                token,
+                start,
+                total,
+                failures.clone(),
+            ))
+        })
+        .collect();
+    for pause in [700, 1100] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        workers.kill9();
+        workers = Server::run(
+            &["analyze", "process", "notify"],
+            dir.path(),
+            Some(&hook),
+            &env.env(),
+        )
+        .await;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    verify(&env, &devices, start, total, &receiver).await;
+}
+
+/// PostgreSQL cut off mid-stream: ingest keeps accepting (the sink is Kafka + the store) or
+/// answers 503, nothing acknowledged is lost, and the workers catch up once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_loses_nothing_acknowledged() {
+    let mut env = RealEnv::new("pgdown");
+    let dir = tempfile::tempdir().unwrap();
+    env.set("IOTSTREAM_RULES", rules_file(dir.path()));
+    let direct = env.var("IOTSTREAM_DATABASE_URL").to_owned();
+    let proxy = Proxy::start(&host_port(&direct)).await;
+    let devices: Vec<String> = (0..2).map(|i| env.device(&format!("p{i}"))).collect();
+    let tokens: Vec<String> = devices.iter().map(|d| env.provision(dir.path(), d)).collect();
+    // The server reaches PostgreSQL only through the proxy; the test's own probes go direct.
+    let mut server_env = env
+        .env()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect::<Vec<_>>();
+    for (k, v) in &mut server_env {
+        if k == "IOTSTREAM_DATABASE_URL" {
+            *v = via(&direct, &format!("127.0.0.1:{}", proxy.port));
+        }
+    }
+    let server_env: Vec<(&str, &str)> = server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (receiver, hook) = Receiver::start(0).await;
+    let server = Server::start_with_env(dir.path(), &[], Some(&hook), &server_env).await;
+    let start = start_ms();
+    let total = 120;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = devices
+        .iter()
+        .zip(&tokens)
+        .map(|(d, t)| {
+            tokio::spawn(send_all(
+                server.url.clone(),
+                d.clone(),
+                t.clone(),
+                start,
+                total,
+                failures.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.down();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ready = server
+        .client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "not ready while the database is away"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.up();
+    for s in senders {
+        s.await.unwrap();
+    }
+    verify(&env, &devices, start, total, &receiver).await;
+}
+
+/// Redis cut off mid-stream: ingest never fails, results keep flowing into PostgreSQL, reads
+/// fall back to the database, cache failures are counted, and the cache is live again once
+/// Redis is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_degrades_and_recovers_by_itself() {
+    let mut env = RealEnv::new("redisdown");
+    let dir = tempfile::tempdir().unwrap();
+    let direct = env.var("IOTSTREAM_CACHE_URL").to_owned();
+    let proxy = Proxy::start(&host_port(&direct)).await;
+    let prefix = env.var("IOTSTREAM_REDIS_PREFIX").to_owned();
+    env.set(
+        "IOTSTREAM_CACHE_URL",
+        via(&direct, &format!("127.0.0.1:{}", proxy.port)),
+    );
+    let server = Server::start_with_env(dir.path(), &[], None, &env.env()).await;
+    let d = env.device("r");
+    let token = env.provision(dir.path(), &d);
+    let now = iotstream_core::Ts::from_datetime(time::OffsetDateTime::now_utc()).millis();
+    let send =
+        |i: i64| json!({"deviceId": d, "ts": now - 10_000 + i, "metrics": {"temperature": 20.0 + i as f64}});
+    assert_eq!(post(&server.client, &server.url, &token, &send(0)).await, 202);
+    let key = format!("{prefix}latest:{d}");
+    let redis_ts = || {
+        redis_at(&direct, &["HGET", &key, "@ts"])
+            .first()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ts_of = |i: i64| (now - 10_000 + i).to_string();
+    eventually(30, "the first state in Redis", || {
+        (redis_ts() == ts_of(0)).then_some(())
+    })
+    .await;
+
+    proxy.down();
+    for i in 1..=5 {
+        assert_eq!(
+            post(&server.client, &server.url, &token, &send(i)).await,
+            202,
+            "ingest does not need Redis"
+        );
+    }
+    eventually(30, "results still reach PostgreSQL", || {
+        (env.sql(&format!("SELECT last_seen FROM latest WHERE device_id = '{d}'")) == vec![ts_of(5)])
+            .then_some(())
+    })
+    .await;
+    assert_eq!(redis_ts(), ts_of(0), "Redis was away");
+    let device = server.get(&format!("/api/devices/{d}")).await;
+    assert_eq!(
+        device["metrics"]["temperature"].as_f64(),
+        Some(25.0),
+        "reads fall back to the database"
+    );
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("iotstream_cache_errors_total") && !l.ends_with(" 0")),
+        "cache failures are counted: {metrics}"
+    );
+
+    proxy.up();
+    // No restart: the next writes reach Redis again once its connection is re-established.
+    for i in 6..=8 {
+        assert_eq!(post(&server.client, &server.url, &token, &send(i)).await, 202);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    eventually(30, "the cache recovers by itself", || {
+        (redis_ts() == ts_of(8)).then_some(())
+    })
+    .await;
+}
+
+/// The broker restarted mid-stream (own noida-db on its own port and data directory): requests
+/// during the restart wait or get 503 and are re-sent; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_mid_stream_loses_nothing_acknowledged() {
+    let mut env = RealEnv::new("broker");
+    let dir = tempfile::tempdir().unwrap();
+    env.set("IOTSTREAM_RULES", rules_file(dir.path()));
+    let noida = std::env::var("IOTSTREAM_TEST_NOIDA")
+        .expect("IOTSTREAM_TEST_NOIDA is not set: run through scripts/services or ./scripts/test");
+    let port = free_port();
+    let data = dir.path().join("broker");
+    let start_broker = || {
+        let child = std::process::Command::new(&noida)
+            .args(["start", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("noida-db starts");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "noida-db did not open {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let mut broker = start_broker();
+    env.set("IOTSTREAM_BUS_URL", format!("kafka://127.0.0.1:{port}"));
+    let (receiver, hook) = Receiver::start(0).await;
+    let server = Server::start_with_env(dir.path(), &[], Some(&hook), &env.env()).await;
+    let devices: Vec<String> = (0..2).map(|i| env.device(&format!("b{i}"))).collect();
+    let start = start_ms();
+    let total = 120;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let token = env.provision(dir.path(), d);
+            tokio::spawn(send_all(
+                server.url.clone(),
+                d.clone(),
+                token,
+                start,
+                total,
+                failures.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A graceful restart (SIGTERM), then the same port and data directory.
+    let _ = std::process::Command::new("kill")
+        .arg(broker.id().to_string())
+        .status();
+    let _ = broker.wait();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut broker = start_broker();
+    for s in senders {
+        s.await.unwrap();
+    }
+    verify(&env, &devices, start, total, &receiver).await;
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
