@@ -76,7 +76,7 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
     assert_eq!(latest.parse::<i64>().unwrap(), now - 1000);
     let counted = eventually(30, "aggregates in PostgreSQL", || {
         let n: i64 = env.sql(&format!(
-            "SELECT COALESCE(SUM(count), 0) FROM aggregates WHERE device_id = '{pump}' AND metric = 'temperature'"
+            "SELECT COALESCE(SUM(count), 0) FROM window_aggregates WHERE device_id = '{pump}' AND metric = 'temperature' AND window_ms = 60000"
         ))[0]
             .parse()
             .unwrap();

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod real;
+#[cfg(all(feature = "kafka", feature = "postgres", feature = "redis"))]
+pub mod workload;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -144,6 +146,18 @@ impl Server {
             .await
             .unwrap();
         r.status().as_u16()
+    }
+
+    /// SIGTERM, then waits for the exit: the graceful shutdown (finish and commit the current
+    /// batch, save checkpoints, leave the consumer group).
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "a graceful stop exits 0: {exit}");
     }
 
     /// SIGKILL: no shutdown code runs.
