@@ -47,7 +47,7 @@ mod postgres {
                 .fetch_all(a.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1]);
+        assert_eq!(versions, vec![1, 2]);
     }
 
     #[tokio::test]
