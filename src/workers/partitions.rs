@@ -38,7 +38,8 @@ impl Owned {
         for r in records {
             groups.entry(r.partition).or_default().push(r);
         }
-        for &p in groups.keys() {
+        let mut again: Vec<u32> = Vec::new();
+        for (&p, rs) in &groups {
             if self.from.contains_key(&p) {
                 continue;
             }
@@ -50,15 +51,7 @@ impl Owned {
                         .find(|x| x.partition == p)
                         .map_or(0, |x| x.next_offset);
                     match engine.absorb_at(&cp.state, crate::app::now()) {
-                        Ok(()) => {
-                            consumer
-                                .seek(&[Position {
-                                    partition: p,
-                                    next_offset: at,
-                                }])
-                                .await?;
-                            at
-                        }
+                        Ok(()) => at,
                         Err(e) => {
                             // A checkpoint this build cannot read (an older format): start the
                             // partition's state afresh rather than refuse to run.
@@ -69,11 +62,24 @@ impl Owned {
                 }
                 None => 0,
             };
+            // Records from past the checkpoint's position (the consumer kept reading while the
+            // partition was away, or ahead of what was checkpointed): go back to the position;
+            // this batch's records of the partition come again after it.
+            if rs.first().is_some_and(|r| r.offset > from) && from > 0 {
+                consumer
+                    .seek(&[Position {
+                        partition: p,
+                        next_offset: from,
+                    }])
+                    .await?;
+                again.push(p);
+            }
             tracing::debug!(partition = p, from, "analyze owns a partition");
             self.from.insert(p, from);
         }
         Ok(groups
             .into_iter()
+            .filter(|(p, _)| !again.contains(p))
             .map(|(p, mut rs)| {
                 let from = self.from[&p];
                 rs.retain(|r| r.offset >= from);

@@ -107,7 +107,12 @@ pub async fn verify(env: &RealEnv, devices: &[String], start: i64, total: usize,
             ))[0]
                 .parse()
                 .unwrap();
-            assert!(n <= total as i64, "{d}: {n} readings counted for {total} sent: analysed twice");
+            if n > total as i64 {
+                let rows = env.sql(&format!(
+                    "SELECT window_start || ' ' || count || ' ' || min || ' ' || max FROM window_aggregates WHERE device_id = '{d}' AND metric = 'temperature' AND window_ms = 60000 ORDER BY window_start"
+                ));
+                panic!("{d}: {n} readings counted for {total} sent (start {start}): analysed twice: {rows:?}");
+            }
             if std::env::var_os("IOTSTREAM_TEST_DEBUG").is_some() {
                 eprintln!("{d}: {n} of {total} analysed");
             }

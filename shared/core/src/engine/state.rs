@@ -92,12 +92,17 @@ impl Device {
         }
     }
 
-    /// True (and remembered) when the id was not seen among the last [`DEDUP_WINDOW`].
+    /// True when the id was not seen among the last [`DEDUP_WINDOW`] remembered ones; it is
+    /// remembered when `remember` (a reading at or past the watermark: older ones are late, and
+    /// remembering a redelivered backlog of them would push out the ids that matter).
     #[inline]
-    fn first_time(&mut self, id: &str) -> bool {
+    fn first_time(&mut self, id: &str, remember: bool) -> bool {
         let h = id_hash(id);
         if self.recent[..self.recent_len as usize].contains(&h) {
             return false;
+        }
+        if !remember {
+            return true;
         }
         self.recent[self.recent_at as usize] = h;
         self.recent_at = ((self.recent_at as usize + 1) % DEDUP_WINDOW) as u8;
@@ -336,7 +341,8 @@ impl EngineState {
             }
         };
         let (d, scratch) = (&mut self.devices[i], &mut self.scratch);
-        if !d.first_time(&r.id) {
+        let lateness = rules.settings.allowed_lateness_ms;
+        if !d.first_time(&r.id, r.ts.millis() >= d.newest.saturating_sub(lateness)) {
             out.stats.duplicates += 1;
             return;
         }
@@ -356,7 +362,6 @@ impl EngineState {
                 .clear(Ts(now), 0.0, &rules.settings, |_| message, &mut out.alerts);
         }
         let ts = r.ts.millis();
-        let lateness = rules.settings.allowed_lateness_ms;
         if lateness == 0 {
             d.newest = d.newest.max(ts);
             d.analyse(rules, r, out, scoring, scratch);
