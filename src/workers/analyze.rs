@@ -51,15 +51,18 @@ pub async fn spawn(
             match batch {
                 Ok(records) if !records.is_empty() => {
                     let admitted = owned
-                        .admit(records, &mut engine, consumer.as_mut(), checkpoints.as_ref())
+                        .admit(
+                            records,
+                            &mut engine,
+                            consumer.as_mut(),
+                            checkpoints.as_ref(),
+                            &shutdown,
+                        )
                         .await;
-                    let groups = match admitted {
-                        Ok(g) => g,
-                        Err(e) => {
-                            // Nothing was analysed: the records come again after a restart.
-                            tracing::error!(error = %e, "analyze cannot load a partition checkpoint; stopping");
-                            return;
-                        }
+                    let Ok(groups) = admitted else {
+                        // Shutdown came while a checkpoint could not be loaded: nothing of this
+                        // batch was analysed or committed; it comes again after the restart.
+                        return;
                     };
                     for (partition, records) in groups {
                         let input = Input::decode(&records);

@@ -10,9 +10,37 @@
 //!   released: its devices' state is dropped; its new owner resumes from its last checkpoint and
 //!   re-publishes what followed, which the idempotent sinks absorb.
 
+use iotstream_core::PortError;
 use iotstream_core::engine::Engine;
 use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer, Delivered, Position};
 use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Retries `op` while it fails (a backend that is down), until shutdown.
+async fn retrying<T, F, Fut>(shutdown: &watch::Receiver<bool>, mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortError>>,
+{
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => pause(shutdown, &e).await?,
+        }
+    }
+}
+
+/// Logs a failed call, waits a second (the worker's retry pace), fails when shutting down.
+async fn pause(shutdown: &watch::Receiver<bool>, e: &PortError) -> anyhow::Result<()> {
+    metrics::counter!("iotstream_worker_retries_total", "worker" => "analyze").increment(1);
+    tracing::warn!(error = %e, "analyze cannot load a partition's checkpoint yet; retrying");
+    if *shutdown.borrow() {
+        anyhow::bail!("stopping while loading a partition's checkpoint");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
 
 fn key(partition: u32) -> String {
     format!("analyze/p{partition}")
@@ -27,12 +55,15 @@ pub struct Owned {
 impl Owned {
     /// Loads the checkpoints of partitions seen for the first time, then returns the batch's
     /// records grouped by partition (in order), without those the state already reflects.
+    /// A checkpoint store or bus that is down is retried (the batch waits in memory); an error
+    /// comes back only when shutdown came first.
     pub async fn admit(
         &mut self,
         records: Vec<Delivered>,
         engine: &mut Engine,
         consumer: &mut dyn Consumer,
         store: &dyn CheckpointStore,
+        shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<(u32, Vec<Delivered>)>> {
         let mut groups: BTreeMap<u32, Vec<Delivered>> = BTreeMap::new();
         for r in records {
@@ -43,7 +74,9 @@ impl Owned {
             if self.from.contains_key(&p) {
                 continue;
             }
-            let from = match store.load_checkpoint(&key(p)).await? {
+            let name = key(p);
+            let loaded = retrying(shutdown, || store.load_checkpoint(&name)).await?;
+            let from = match loaded {
                 Some(cp) => {
                     let at = cp
                         .positions
@@ -66,12 +99,16 @@ impl Owned {
             // partition was away, or ahead of what was checkpointed): go back to the position;
             // this batch's records of the partition come again after it.
             if rs.first().is_some_and(|r| r.offset > from) && from > 0 {
-                consumer
-                    .seek(&[Position {
-                        partition: p,
-                        next_offset: from,
-                    }])
-                    .await?;
+                let back = [Position {
+                    partition: p,
+                    next_offset: from,
+                }];
+                loop {
+                    match consumer.seek(&back).await {
+                        Ok(()) => break,
+                        Err(e) => pause(shutdown, &e).await?,
+                    }
+                }
                 again.push(p);
             }
             tracing::debug!(partition = p, from, "analyze owns a partition");
