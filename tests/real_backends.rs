@@ -89,7 +89,12 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
 
     // Redis: the latest state hash and the open alert.
     let prefix = env.var("IOTSTREAM_REDIS_PREFIX");
-    let ts = env.redis(&["HGET", &format!("{prefix}latest:{pump}"), "@ts"]);
+    // (The cache is written right after the database: poll, do not race it.)
+    let ts = eventually(30, "latest state in Redis", || {
+        let ts = env.redis(&["HGET", &format!("{prefix}latest:{pump}"), "@ts"]);
+        (ts == vec![(now - 1000).to_string()]).then_some(ts)
+    })
+    .await;
     assert_eq!(ts, vec![(now - 1000).to_string()]);
     let active = env.redis(&["HLEN", &format!("{prefix}alerts:active")]);
     assert_eq!(active, vec!["1".to_owned()]);
