@@ -7,6 +7,9 @@
 //!   after `subscribe`, while the group forms) it is remembered and applied when the first
 //!   record of that partition arrives. Until the sought offset is reached, records of the
 //!   partition from before the seek are dropped, never returned.
+//! * A partition that comes back after a rebalance resumes where this member's reading stood,
+//!   not at the group's (possibly older) committed offset: records already returned are never
+//!   returned again by the same member, which is what analyze's in-memory state needs.
 
 use super::{KafkaSettings, QUERY_TIMEOUT, blocking, kafka_err};
 use async_trait::async_trait;
@@ -83,6 +86,16 @@ impl KafkaConsumer {
     /// Accepts or drops one record: returns it when it is at or past the partition's pending
     /// seek (or there is none).
     async fn admit(&mut self, partition: u32, offset: u64) -> bool {
+        if !self.pending.contains_key(&partition)
+            && let Some(&next) = self.positions.get(&partition)
+            && offset < next
+        {
+            // Already returned to the caller, who handles everything it is given: this is a
+            // redelivery after a rebalance gave the partition back (its offset in the group was
+            // behind ours, e.g. a commit skipped during the rebalance). A stateful caller
+            // (analyze) must not see it twice; for the others it would only be wasted work.
+            self.pending.insert(partition, (next, false));
+        }
         let Some(&(want, issued)) = self.pending.get(&partition) else {
             return true;
         };
