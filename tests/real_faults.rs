@@ -513,11 +513,12 @@ const BROKER_TOTAL: usize = 120;
 /// SIGCONT): producers wait or fail and are retried, the groups rebalance; nothing
 /// acknowledged is lost, nothing is analysed or alerted twice, every webhook event arrives.
 ///
-/// Ignored (run it with `-- --ignored`): about half of the runs on noida-db 0.2.3 end with the
-/// analysis of one device's last readings missing after the groups rebalance, cause not found
-/// yet (see ARCHITECTURE.md, known limits). The restart test below covers what holds.
+/// Ignored (run it with `-- --ignored`): in about half of the runs on noida-db 0.2.3, process's
+/// `insights` member never gets its partitions back after the stall (analyze has analysed every
+/// reading, the topic holds every reading, the insights lag stays), so some aggregates are
+/// missing from PostgreSQL. See ARCHITECTURE.md, known limits. The restart test below runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky on noida-db 0.2.3: analysis of some readings missing after a stall longer than the session timeout; cause not found yet"]
+#[ignore = "open bug on noida-db 0.2.3: process's insights consumer is not given its partitions back after a stall longer than the session timeout"]
 async fn a_broker_stall_mid_stream_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (env, broker, _server, receiver, devices, senders, start) =
