@@ -171,6 +171,10 @@ async fn cosmos_has_the_readings(env: &RealEnv, device: &str, now: i64, n: usize
 async fn run_splits_the_pipeline_over_processes() {
     let env = RealEnv::new("run");
     let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let (ok, out, err) = cli_env(dir.path(), &["migrate"], &env.env());
+        assert!(ok && out.contains("migrated"), "migrate (idempotent): {err}");
+    }
     let (receiver, hook) = Receiver::start(0).await;
     let front = Server::run(&["ingest", "web"], dir.path(), None, &env.env()).await;
     let _workers = Server::run(

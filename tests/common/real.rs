@@ -27,6 +27,14 @@ impl Drop for RealEnv {
                 &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
             ])
             .output();
+        // This test's keys in the shared Redis (its own prefix).
+        if let Some((_, url)) = self.vars.iter().find(|(k, _)| k == "IOTSTREAM_CACHE_URL") {
+            let script = format!(
+                "redis-cli -u '{url}' --scan --pattern '{}:*' | xargs -r redis-cli -u '{url}' del >/dev/null",
+                self.tag
+            );
+            let _ = Command::new("sh").args(["-c", &script]).output();
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod dead_letters;
 mod faults;
+mod functions;
 mod pipeline;
 mod restart;
 mod telemetry;

@@ -7,6 +7,9 @@
 //!   after `subscribe`, while the group forms) it is remembered and applied when the first
 //!   record of that partition arrives. Until the sought offset is reached, records of the
 //!   partition from before the seek are dropped, never returned.
+//! * A partition that comes back after a rebalance resumes where this member's reading stood,
+//!   not at the group's (possibly older) committed offset: records already returned are never
+//!   returned again by the same member, which is what analyze's in-memory state needs.
 
 use super::{KafkaSettings, QUERY_TIMEOUT, blocking, kafka_err};
 use async_trait::async_trait;
@@ -25,8 +28,8 @@ pub struct KafkaConsumer {
     topic: String,
     /// Next offset to read, per partition this member has read from or sought.
     positions: BTreeMap<u32, u64>,
-    /// Seeks not confirmed yet: partition → (offset, seek issued to librdkafka).
-    pending: BTreeMap<u32, (u64, bool)>,
+    /// Seeks not confirmed yet, per partition.
+    pending: BTreeMap<u32, Pending>,
 }
 
 impl KafkaConsumer {
@@ -83,20 +86,90 @@ impl KafkaConsumer {
     /// Accepts or drops one record: returns it when it is at or past the partition's pending
     /// seek (or there is none).
     async fn admit(&mut self, partition: u32, offset: u64) -> bool {
-        let Some(&(want, issued)) = self.pending.get(&partition) else {
+        if !self.pending.contains_key(&partition)
+            && let Some(&next) = self.positions.get(&partition)
+            && offset < next
+        {
+            // Already returned to the caller, who handles everything it is given: this is a
+            // redelivery after a rebalance gave the partition back (its offset in the group was
+            // behind ours, e.g. a commit skipped during the rebalance). A stateful caller
+            // (analyze) must not see it twice; for the others it would only be wasted work.
+            self.pending.insert(partition, Pending::new(next));
+        }
+        let Some(&Pending {
+            want,
+            issued,
+            checked,
+        }) = self.pending.get(&partition)
+        else {
             return true;
         };
         if offset == want || (issued && offset > want) {
             self.pending.remove(&partition);
             return true;
         }
+        if offset < want && !checked {
+            // Behind: a redelivery, or a broker that lost the tail of the log it had
+            // acknowledged (a single node without fsync), whose offsets are now reused by new
+            // records. Only the latter leaves the log end behind our position: then the new
+            // records must be read, not skipped.
+            if let Ok(high) = self.high_watermark(partition).await
+                && high < want
+            {
+                tracing::error!(
+                    partition,
+                    position = want,
+                    log_end = high,
+                    "kafka: the broker's log ends before what this consumer already read (records were lost by the broker); reading on from the log"
+                );
+                self.pending.remove(&partition);
+                self.positions.insert(partition, offset);
+                return true;
+            }
+            if let Some(p) = self.pending.get_mut(&partition) {
+                p.checked = true;
+            }
+        }
         if offset < want && issued {
             return false; // fetched before the seek took effect
         }
         // Not sought yet (the partition was not assigned at `seek`), or still behind: seek now.
         let ok = self.seek_now(partition, want).await.is_ok();
-        self.pending.insert(partition, (want, ok));
+        if let Some(p) = self.pending.get_mut(&partition) {
+            p.issued = ok;
+        }
         false
+    }
+
+    async fn high_watermark(&self, partition: u32) -> PortResult<u64> {
+        let consumer = self.consumer.clone();
+        let topic = self.broker_topic.clone();
+        blocking(move || {
+            consumer
+                .fetch_watermarks(&topic, partition as i32, QUERY_TIMEOUT)
+                .map(|(_, high)| high.max(0) as u64)
+                .map_err(|e| kafka_err("watermarks", &e))
+        })
+        .await
+    }
+}
+
+/// A seek not confirmed yet: the offset wanted, whether librdkafka was asked to seek, and
+/// whether the log end was checked (once per seek).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    want: u64,
+    issued: bool,
+    checked: bool,
+}
+
+impl Pending {
+    fn new(want: u64) -> Self {
+        Pending {
+            want,
+            issued: false,
+            checked: false,
+        }
     }
 }
 
@@ -182,7 +255,13 @@ impl Consumer for KafkaConsumer {
         for p in positions {
             let issued =
                 assigned.contains(&p.partition) && self.seek_now(p.partition, p.next_offset).await.is_ok();
-            self.pending.insert(p.partition, (p.next_offset, issued));
+            self.pending.insert(
+                p.partition,
+                Pending {
+                    issued,
+                    ..Pending::new(p.next_offset)
+                },
+            );
             self.positions.insert(p.partition, p.next_offset);
         }
         Ok(())

@@ -3,7 +3,7 @@
 //! * Topics (CONTRACT §3) `telemetry`, `insights`, `alerts` (optionally prefixed), key = device
 //!   id, created by `ensure_topic` with `IOTSTREAM_KAFKA_PARTITIONS` partitions.
 //! * Publishing: one idempotent producer (`acks=all`), every record of a call enqueued at once
-//!   and awaited together, so a call costs one linger (5 ms) and a few produce requests.
+//!   and awaited together, so a call costs one linger (1 ms) and a few produce requests.
 //! * Consuming: [`KafkaConsumer`], a group member that commits only what the caller says is
 //!   done (at-least-once).
 //! * Lag: what KEDA's Kafka scaler reads, high watermark minus the group's committed offset per

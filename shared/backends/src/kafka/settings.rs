@@ -12,7 +12,7 @@
 //! | `IOTSTREAM_KAFKA_GROUP_PREFIX` | none | prefixed to the consumer groups (two pipelines sharing a cluster) |
 //! | `IOTSTREAM_KAFKA_INSTANCE_ID` | none | static group membership: a restarted member with the same id gets its partitions back at once |
 //! | `IOTSTREAM_KAFKA_PARTITIONS`, `IOTSTREAM_KAFKA_REPLICATION` | 4, 1 | topics created by `migrate`/`up` |
-//! | `IOTSTREAM_KAFKA_LINGER_MS` | 5 | `linger.ms` |
+//! | `IOTSTREAM_KAFKA_LINGER_MS` | 1 | `linger.ms` |
 //! | `IOTSTREAM_KAFKA_COMPRESSION` | `none` | `compression.type` (`lz4`, `zstd`, `gzip`) |
 //! | `IOTSTREAM_KAFKA_PROPERTY_<NAME>` | | any librdkafka property, `_` for `.` and `__` for `_` (e.g. `..._PROPERTY_SOCKET_KEEPALIVE_ENABLE=true`, `..._PROPERTY_LOG__LEVEL=7`) |
 //!
@@ -155,7 +155,7 @@ impl KafkaSettings {
             instance_id: urls.setting("IOTSTREAM_KAFKA_INSTANCE_ID").map(str::to_owned),
             partitions,
             replication,
-            linger_ms: number(urls, "IOTSTREAM_KAFKA_LINGER_MS", 5)?,
+            linger_ms: number(urls, "IOTSTREAM_KAFKA_LINGER_MS", 1)?,
             compression,
         })
     }
@@ -173,8 +173,10 @@ impl KafkaSettings {
     }
 
     /// The producer: idempotent (no duplicates or reordering from retries), acks from every
-    /// in-sync replica, batches of up to 1 MB lingering `linger_ms` (5 ms: a full batch at high
-    /// load, little added latency at low load), 30 s to deliver before publish fails (ingest then
+    /// in-sync replica, batches of up to 1 MB lingering `linger_ms` (1 ms: callers hand over whole
+    /// batches already — ingest's group commit, analyze's output — so linger only has to coalesce
+    /// concurrent callers; each extra millisecond is added to every hop of the alert path; the
+    /// measurements are in BENCHMARKS.md), 30 s to deliver before publish fails (ingest then
     /// answers 503 and nothing is acknowledged). Keys are hashed with murmur2 like the Java
     /// client, so a device lands on the same partition whichever client published it.
     pub fn producer(&self) -> ClientConfig {
