@@ -201,6 +201,8 @@ impl Engine {
     /// with it, for [`Engine::snapshot_partition`] and [`Engine::release_partition`].
     pub fn process_in(&mut self, readings: &[Reading], partition: u32, now: Ts) -> Output {
         let mut out = Output::default();
+        // Windows close about once a minute per (device, metric): room for that, not regrowth.
+        out.insights.reserve(readings.len() / 8);
         let mut found = Vec::with_capacity(PREFETCH);
         for chunk in readings.chunks(PREFETCH) {
             self.state.touch(chunk, &mut found);
