@@ -144,21 +144,7 @@ impl RealEnv {
 
     /// One Redis command's output lines (redis-cli), for assertions.
     pub fn redis(&self, args: &[&str]) -> Vec<String> {
-        let url = self.var("IOTSTREAM_CACHE_URL");
-        let out = Command::new("redis-cli")
-            .args(["-u", url])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        assert!(
-            out.status.success(),
-            "redis-cli: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        redis_at(self.var("IOTSTREAM_CACHE_URL"), args)
     }
 }
 

@@ -98,6 +98,22 @@ pub struct AggregateRow {
     pub sum: f64,
 }
 
+/// Applies `events` in order to the stored alerts in `current` (by id, updated in place);
+/// returns the ids that changed, which is what an engine writes back.
+pub fn apply_alert_events(
+    current: &mut std::collections::HashMap<String, Alert>,
+    events: &[AlertEvent],
+) -> std::collections::BTreeSet<String> {
+    let mut changed = std::collections::BTreeSet::new();
+    for event in events {
+        if let Some(next) = apply_alert_event(current.get(&event.alert.id), event) {
+            changed.insert(next.id.clone());
+            current.insert(next.id.clone(), next);
+        }
+    }
+    changed
+}
+
 /// Re-buckets aggregates (sorted by `window_start`) into `floor(window_start / step) * step`
 /// buckets: counts add up, min of mins, max of maxes, mean = total sum / total count (0 when
 /// the count is 0). Oldest bucket first. `step_ms` must be positive.

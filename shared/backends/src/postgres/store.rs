@@ -2,13 +2,13 @@
 
 use super::outbox::enqueue_in;
 use super::{PgResults, decode_err, pg_err};
-use crate::semantics::{AggregateRow, apply_alert_event, merge_latest, rebucket};
+use crate::semantics::{AggregateRow, apply_alert_events, merge_latest, rebucket};
 use async_trait::async_trait;
 use iotstream_core::ports::{AckOutcome, PortResult, ResultsStore, SeriesPoint};
 use iotstream_core::{
     Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, PortError, Ts,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 fn decode_alert(body: &str) -> PortResult<Alert> {
     serde_json::from_str(body).map_err(|e| decode_err("alert", e))
@@ -202,13 +202,7 @@ impl ResultsStore for PgResults {
             let alert = decode_alert(&body)?;
             current.insert(alert.id.clone(), alert);
         }
-        let mut changed: BTreeSet<String> = BTreeSet::new();
-        for event in events {
-            if let Some(next) = apply_alert_event(current.get(&event.alert.id), event) {
-                changed.insert(next.id.clone());
-                current.insert(next.id.clone(), next);
-            }
-        }
+        let changed = apply_alert_events(&mut current, events);
         let to_write: Vec<&Alert> = changed.iter().filter_map(|id| current.get(id)).collect();
         write_alerts(&mut tx, &to_write).await?;
         tx.commit().await.map_err(pg_err)

@@ -120,38 +120,17 @@ impl Engine {
     /// The state of the devices `keep` selects (one partition's devices, for a partitioned
     /// checkpoint: several analyze instances each own some partitions).
     pub fn snapshot_where(&self, keep: &dyn Fn(&DeviceId) -> bool) -> Vec<u8> {
-        let part = EngineState {
-            devices: self
-                .state
-                .devices
-                .iter()
-                .filter(|d| keep(&d.id))
-                .cloned()
-                .collect(),
-            ..Default::default()
-        };
-        encode(&part)
+        encode(&self.state.select(|d| keep(&d.id)))
     }
 
     /// The state of the devices whose readings come from `partition`.
     pub fn snapshot_partition(&self, partition: u32) -> Vec<u8> {
-        let part = EngineState {
-            devices: self
-                .state
-                .devices
-                .iter()
-                .filter(|d| d.partition == partition)
-                .cloned()
-                .collect(),
-            ..Default::default()
-        };
-        encode(&part)
+        encode(&self.state.select(|d| d.partition == partition))
     }
 
     /// Forgets the devices of `partition` (revoked from this instance by a rebalance).
     pub fn release_partition(&mut self, partition: u32) {
-        self.state.devices.retain(|d| d.partition != partition);
-        self.state.bind(&self.rules);
+        self.state.retain(|d| d.partition != partition, &self.rules);
     }
 
     /// Adds the devices of a snapshot (a partition assigned to this instance).
@@ -174,7 +153,7 @@ impl Engine {
 
     /// Forgets the devices `drop` selects (a partition revoked from this instance).
     pub fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool) {
-        self.state.release_where(drop, &self.rules);
+        self.state.retain(|d| !drop(&d.id), &self.rules);
     }
 
     pub fn rules(&self) -> &Rules {

@@ -306,10 +306,18 @@ impl EngineState {
         }
     }
 
-    /// Removes the devices `drop` selects (a partition handed away).
-    pub(super) fn release_where(&mut self, drop: &dyn Fn(&DeviceId) -> bool, rules: &Rules) {
-        self.devices.retain(|d| !drop(&d.id));
+    /// Keeps only the devices `keep` selects (the others: a partition handed away).
+    pub(super) fn retain(&mut self, keep: impl Fn(&Device) -> bool, rules: &Rules) {
+        self.devices.retain(keep);
         self.bind(rules);
+    }
+
+    /// A copy holding only the devices `keep` selects (for a checkpoint).
+    pub(super) fn select(&self, keep: impl Fn(&Device) -> bool) -> EngineState {
+        EngineState {
+            devices: self.devices.iter().filter(|d| keep(d)).cloned().collect(),
+            ..Default::default()
+        }
     }
 
     /// Analyses one reading; `found` is its device's index from [`EngineState::touch`] (or

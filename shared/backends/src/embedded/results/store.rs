@@ -3,14 +3,14 @@
 use super::EmbeddedResults;
 use super::outbox::enqueue_in;
 use crate::error::{db_err, decode_err, encode_err};
-use crate::semantics::{AggregateRow, apply_alert_event, rebucket};
+use crate::semantics::{AggregateRow, apply_alert_events, rebucket};
 use crate::sqlite::{BEGIN_WRITE, chunks, multi_row, to_u64};
 use async_trait::async_trait;
 use iotstream_core::ports::{AckOutcome, PortResult, ResultsStore, SeriesPoint};
 use iotstream_core::{
     Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, PortError, Ts,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 fn decode_alert(body: &str) -> PortResult<Alert> {
     serde_json::from_str(body).map_err(|e| decode_err("alert", e))
@@ -150,13 +150,7 @@ impl ResultsStore for EmbeddedResults {
                 current.insert(alert.id.clone(), alert);
             }
         }
-        let mut changed: BTreeSet<String> = BTreeSet::new();
-        for event in events {
-            if let Some(next) = apply_alert_event(current.get(&event.alert.id), event) {
-                changed.insert(next.id.clone());
-                current.insert(next.id.clone(), next);
-            }
-        }
+        let changed = apply_alert_events(&mut current, events);
         let to_write: Vec<&Alert> = changed.iter().filter_map(|id| current.get(id)).collect();
         write_alerts(&mut tx, &to_write).await?;
         tx.commit().await.map_err(db_err)
