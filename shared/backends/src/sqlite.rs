@@ -7,6 +7,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a statement waits for another connection's (or process's) write lock.
@@ -20,12 +21,43 @@ pub(crate) const FULL_CHUNK: usize = 256;
 /// never fails with `SQLITE_BUSY_SNAPSHOT` when another process writes concurrently.
 pub(crate) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
+/// How often the background task copies the WAL into the database file.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// One SQLite database file: a single-connection pool for writes (serialising writers in this
 /// process) and a small pool for reads (WAL lets them run beside the writer).
+///
+/// Checkpoints run in the background: SQLite's automatic checkpoint would copy the WAL into the
+/// database file (and `fsync` it) inside whichever commit crosses 1,000 pages, stalling that
+/// commit and every request waiting on it. A task checkpoints every [`CHECKPOINT_EVERY`] on a
+/// reader connection instead (`PASSIVE`: it never blocks the writer), and stops with the last
+/// clone of the `Db`.
 #[derive(Clone, Debug)]
 pub(crate) struct Db {
     pub write: SqlitePool,
     pub read: SqlitePool,
+    _checkpoints: Arc<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn checkpoints(read: SqlitePool, path: std::path::PathBuf) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&read).await {
+            tracing::warn!(db = %path.display(), error = %e, "background WAL checkpoint failed; will retry");
+        }
+    }
 }
 
 impl Db {
@@ -44,7 +76,9 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(false)
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoints run in the background (see `Db`), never inside a commit.
+            .pragma("wal_autocheckpoint", "0");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -66,7 +100,12 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(|e| open_err(path, e))?;
-        Ok(Db { write, read })
+        let task = tokio::spawn(checkpoints(read.clone(), path.to_path_buf()));
+        Ok(Db {
+            write,
+            read,
+            _checkpoints: Arc::new(AbortOnDrop(task)),
+        })
     }
 }
 
@@ -132,6 +171,56 @@ mod tests {
         let items: Vec<u32> = (0..300).collect();
         let joined: Vec<u32> = chunks(&items).flatten().copied().collect();
         assert_eq!(joined, items);
+    }
+
+    /// With automatic checkpoints off, only the background task moves committed pages into the
+    /// database file: the file grows while nobody checkpoints by hand, and the WAL is reused
+    /// instead of growing without bound.
+    #[tokio::test]
+    async fn the_background_task_checkpoints_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path, "CREATE TABLE IF NOT EXISTS t (v BLOB);", 1)
+            .await
+            .unwrap();
+        let main_size = || std::fs::metadata(&path).unwrap().len();
+        let wal_size = || std::fs::metadata(dir.path().join("t.db-wal")).map_or(0, |m| m.len());
+        let before = main_size();
+        let blob = vec![7u8; 4096];
+        let write = |n: usize| {
+            let (db, blob) = (db.clone(), blob.clone());
+            async move {
+                for _ in 0..n {
+                    sqlx::query("INSERT INTO t VALUES (?)")
+                        .bind(&blob)
+                        .execute(&db.write)
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        // About 2,000 pages: twice what an automatic checkpoint would have allowed.
+        write(500).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while main_size() < before + 500 * 4096 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let wal_after_first = wal_size();
+        // Once checkpointed, the next writes start the WAL over instead of appending to it.
+        tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        write(500).await;
+        // Appending instead would have made it about twice as large.
+        assert!(
+            wal_size() <= wal_after_first * 3 / 2 + 64 * 1024,
+            "the WAL grew from {wal_after_first} to {} bytes: it was not reused",
+            wal_size()
+        );
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&db.read)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1000);
     }
 
     #[test]
