@@ -38,7 +38,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEVICES: u64 = 10_000;
 const METRICS: u64 = 4;
 const BATCH: usize = 5_000;
-/// Rounds (one reading per device, 1 s of event time) of warm-up.
+/// Rounds (one reading per device, 1 s of event time) of warm-up; `IOTSTREAM_BENCH_WARM_ROUNDS`
+/// overrides it (fewer rounds for valgrind, whose runs are ~50x slower).
 const WARM_ROUNDS: u64 = 420;
 /// Coprime with `DEVICES`: the order in which devices report within a round.
 const STRIDE: u64 = 7_919;
@@ -133,7 +134,11 @@ fn bench_engine(c: &mut Criterion) {
     // Warm-up: state for every device, windows and dedup memory at steady state.
     let (mut opened, mut resolved, mut processed, mut skipped) = (0usize, 0usize, 0u64, 0u64);
     let mut busy = Duration::ZERO;
-    let warm_batches = WARM_ROUNDS * DEVICES / BATCH as u64;
+    let warm_rounds = std::env::var("IOTSTREAM_BENCH_WARM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WARM_ROUNDS);
+    let warm_batches = warm_rounds * DEVICES / BATCH as u64;
     for _ in 0..warm_batches {
         let batch = fleet.next_batch();
         let start = Instant::now();
