@@ -11,6 +11,18 @@
 //! * [`faults`]: [`Faults`] and the [`Faulty`] decorator, which takes a port down on demand
 //!   (fault-injection tests).
 //! * [`semantics`]: the merge/transition rules shared by all engines, as plain functions.
+//!
+//! SQL lives in `sql/`: schemas and migrations, and the results engines' statements, one per
+//! file (`sql/queries/` for those both engines run, `sql/postgres/queries/` for PostgreSQL's
+//! own), embedded with `sql!`.
+
+/// The text of a statement kept under `sql/`, embedded at compile time:
+/// `sqlx::query(sql!("queries/alert_get.sql"))`. A missing file fails the build.
+macro_rules! sql {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/", $path))
+    };
+}
 
 pub mod cache;
 pub mod conformance;
