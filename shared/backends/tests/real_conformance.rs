@@ -47,7 +47,7 @@ mod postgres {
                 .fetch_all(a.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
     }
 
     #[tokio::test]
@@ -87,7 +87,26 @@ mod postgres {
         )
         .await
         .unwrap();
+        use conformance::insights::{forecast, late};
+        db.insert_forecasts(&[forecast(&d, "r", 1_000), forecast(&d, "r", 9_000)])
+            .await
+            .unwrap();
+        let arrived_recently = late(&d, "recent", 0, 9_000, &["t"]);
+        db.insert_late_readings(&[late(&d, "long-ago", 0, 1_000, &["t"]), arrived_recently.clone()])
+            .await
+            .unwrap();
         db.prune(Ts(5_000)).await.unwrap();
+        let all = (Ts(i64::MIN), Ts(i64::MAX));
+        assert_eq!(
+            db.forecasts(Some(&d), all.0, all.1, 10).await.unwrap(),
+            vec![forecast(&d, "r", 9_000)],
+            "old forecasts go"
+        );
+        assert_eq!(
+            db.late_readings(Some(&d), all.0, all.1, 10).await.unwrap(),
+            vec![arrived_recently],
+            "late readings go by when they arrived, not by their (old) timestamp"
+        );
         assert!(db.alert(&open.id).await.unwrap().is_some(), "open alerts stay");
         assert!(
             db.alert(&done.id).await.unwrap().is_none(),

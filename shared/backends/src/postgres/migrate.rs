@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "window_aggregates",
         sql!("postgres/0002_window_aggregates.sql"),
     ),
+    (
+        3,
+        "forecasts_and_late_readings",
+        sql!("postgres/0003_forecasts_and_late_readings.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming iotstream's migration lock.

@@ -17,6 +17,7 @@
 //! locks taken in sorted order, so concurrent writers serialise per alert without deadlocks,
 //! even for alerts that do not exist yet.
 
+mod insights;
 mod migrate;
 mod outbox;
 mod store;
@@ -67,14 +68,17 @@ impl PgResults {
         &self.pool
     }
 
-    /// Retention: deletes aggregates whose window started, resolved alerts opened, and delivered
-    /// or dead-lettered webhook rows finished before `cutoff` (like the embedded engine's prune).
+    /// Retention: deletes aggregates whose window started, resolved alerts opened, forecasts
+    /// made, late readings that arrived (the device's clock then), and delivered or
+    /// dead-lettered webhook rows finished before `cutoff` (like the embedded engine's prune).
     pub async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
         let mut n = 0;
         for sql in [
             sql!("queries/prune_window_aggregates.sql"),
             sql!("queries/prune_alerts.sql"),
             sql!("queries/prune_outbox.sql"),
+            sql!("queries/prune_forecasts.sql"),
+            sql!("queries/prune_late_readings.sql"),
         ] {
             n += sqlx::query(sql)
                 .bind(cutoff.millis())

@@ -1,4 +1,5 @@
-//! [`ResultsStore`] of [`PgResults`]: aggregates, latest state, alerts.
+//! [`ResultsStore`] of [`PgResults`]: aggregates, latest state, alerts (forecasts and late
+//! readings in `insights.rs`).
 
 use super::outbox::enqueue_in;
 use super::{PgResults, decode_err, pg_err};
@@ -6,7 +7,8 @@ use crate::semantics::{AggregateRow, apply_alert_events, merge_latest, rebucket}
 use async_trait::async_trait;
 use iotstream_core::ports::{AckOutcome, PortResult, ResultsStore, SeriesPoint};
 use iotstream_core::{
-    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, PortError, Ts,
+    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, Forecast, LateReading, LatestState,
+    PortError, Ts,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -281,5 +283,33 @@ impl ResultsStore for PgResults {
         enqueue_in(&mut tx, std::slice::from_ref(&event), now).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(AckOutcome::Acknowledged(alert))
+    }
+
+    async fn insert_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()> {
+        self.insert_forecasts_in(forecasts).await
+    }
+
+    async fn insert_late_readings(&self, late: &[LateReading]) -> PortResult<()> {
+        self.insert_late_readings_in(late).await
+    }
+
+    async fn forecasts(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<Forecast>> {
+        self.forecasts_in(device, from, to, limit).await
+    }
+
+    async fn late_readings(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<LateReading>> {
+        self.late_readings_in(device, from, to, limit).await
     }
 }

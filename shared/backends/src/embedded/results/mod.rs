@@ -13,9 +13,10 @@
 //! it survives kill -9 and power loss, on `Err` nothing of it was applied. Read-modify-write
 //! transactions start with `BEGIN IMMEDIATE`, so several processes may share the file.
 //!
-//! **Limits.** One writer at a time. Old aggregates, resolved alerts and finished outbox rows
-//! stay until [`EmbeddedResults::prune`] (run by retention) deletes them.
+//! **Limits.** One writer at a time. Old aggregates, resolved alerts, forecasts, late readings
+//! and finished outbox rows stay until [`EmbeddedResults::prune`] (run by retention) deletes them.
 
+mod insights;
 mod outbox;
 mod store;
 
@@ -46,8 +47,9 @@ impl EmbeddedResults {
 }
 
 impl EmbeddedResults {
-    /// Retention: deletes aggregates whose window started, resolved alerts opened, and delivered
-    /// or dead-lettered webhook rows finished before `cutoff`. Pending deliveries, open alerts,
+    /// Retention: deletes aggregates whose window started, resolved alerts opened, forecasts
+    /// made, late readings that arrived (the device's clock then), and delivered or
+    /// dead-lettered webhook rows finished before `cutoff`. Pending deliveries, open alerts,
     /// latest state, devices and checkpoints are never pruned. Returns the rows deleted.
     pub async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
@@ -56,6 +58,8 @@ impl EmbeddedResults {
             sql!("queries/prune_window_aggregates.sql"),
             sql!("queries/prune_alerts.sql"),
             sql!("queries/prune_outbox.sql"),
+            sql!("queries/prune_forecasts.sql"),
+            sql!("queries/prune_late_readings.sql"),
         ] {
             n += sqlx::query(sql)
                 .bind(cutoff.millis())
