@@ -193,6 +193,40 @@ mod redis_cache {
         );
     }
 
+    #[tokio::test]
+    async fn recent_forecasts_and_late_readings() {
+        use conformance::insights::{forecast, late};
+        use iotstream_backends::redis::RECENT_INSIGHTS;
+        let cache = RedisCache::new(&service("IOTSTREAM_TEST_CACHE_URL"), settings()).unwrap();
+        let d = unique_device("redis-insights");
+        let (first, second) = (forecast(&d, "overheat", 2_000), forecast(&d, "overheat", 9_000));
+        cache
+            .put_forecasts(&[second.clone(), first.clone()])
+            .await
+            .unwrap();
+        cache
+            .put_forecasts(std::slice::from_ref(&first))
+            .await
+            .expect("a redelivery");
+        assert_eq!(
+            cache.recent_forecasts(&d).await.unwrap(),
+            vec![first, second],
+            "oldest first, a redelivered forecast once"
+        );
+        let backlog: Vec<_> = (0..RECENT_INSIGHTS as i64 + 10)
+            .map(|i| late(&d, &format!("r{i:03}"), i * 1_000, 100_000, &["t"]))
+            .collect();
+        cache.put_late_readings(&backlog).await.unwrap();
+        assert_eq!(
+            cache.recent_late_readings(&d).await.unwrap(),
+            backlog[10..].to_vec(),
+            "the newest {RECENT_INSIGHTS} are kept"
+        );
+        let other = unique_device("redis-insights-other");
+        assert!(cache.recent_forecasts(&other).await.unwrap().is_empty());
+        assert!(cache.recent_late_readings(&other).await.unwrap().is_empty());
+    }
+
     fn start_redis(port: u16) -> Child {
         let bin = service("IOTSTREAM_TEST_REDIS_SERVER");
         let child = Command::new(bin)
