@@ -1,6 +1,6 @@
 //! End to end through the real services (Kafka protocol broker, PostgreSQL, Redis, and the
 //! Cosmos DB server when built with `cosmos`): readings posted to ingest went through Kafka,
-//! produced rows in PostgreSQL and keys in Redis, and fired the webhook; `run` splits the
+//! produced rows in PostgreSQL (a forecast among them) and keys in Redis, and fired the webhook; `run` splits the
 //! pipeline over processes. Fault tests live in `real_faults.rs`.
 //!
 //! Needs `scripts/services` (run by `scripts/test`); a missing service FAILS the test.
@@ -86,6 +86,17 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
     assert_eq!(counted, 20);
     let alerts = env.sql(&format!("SELECT state FROM alerts WHERE device_id = '{pump}'"));
     assert_eq!(alerts, vec!["active".to_owned()]);
+    // The forecast the rising trend made before the crossing: from the 10th reading (79 at
+    // now - 11 s) the fit is good enough to say 80 is a second away.
+    let forecast_at = eventually(30, "the forecast in PostgreSQL", || {
+        env.sql(&format!(
+            "SELECT at FROM forecasts WHERE device_id = '{pump}' AND rule = 'overheat'"
+        ))
+        .first()
+        .cloned()
+    })
+    .await;
+    assert_eq!(forecast_at.parse::<i64>().unwrap(), now - 11_000);
 
     // Redis: the latest state hash and the open alert.
     let prefix = env.var("IOTSTREAM_REDIS_PREFIX");
@@ -98,6 +109,12 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
     assert_eq!(ts, vec![(now - 1000).to_string()]);
     let active = env.redis(&["HLEN", &format!("{prefix}alerts:active")]);
     assert_eq!(active, vec!["1".to_owned()]);
+    let forecasts = eventually(30, "the forecast in Redis", || {
+        let n = env.redis(&["ZCARD", &format!("{prefix}forecasts:{pump}")]);
+        (n == vec!["1".to_owned()]).then_some(n)
+    })
+    .await;
+    assert_eq!(forecasts, vec!["1".to_owned()]);
 
     // Kafka: the readings went through the telemetry topic; every group caught up.
     assert_eq!(topic_records(&env, "telemetry").await, 20);
@@ -120,6 +137,13 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
     // The query API reads the same data (cache first, database behind it).
     let device = server.get(&format!("/api/devices/{pump}")).await;
     assert_eq!(device["metrics"]["temperature"].as_f64(), Some(89.0), "{device}");
+    let forecasts = server.get(&format!("/api/forecasts?deviceId={pump}")).await;
+    assert_eq!(
+        forecasts["forecasts"].as_array().map(Vec::len),
+        Some(1),
+        "{forecasts}"
+    );
+    assert_eq!(forecasts["forecasts"][0]["rule"], "overheat", "{forecasts}");
     let ready = server
         .client
         .get(format!("{}/readyz", server.url))

@@ -2,6 +2,7 @@
 
 mod devices;
 pub mod error;
+mod insights;
 mod query;
 
 use crate::app::AppState;
@@ -33,6 +34,8 @@ pub fn router_for(state: Arc<AppState>, functions: crate::app::Functions) -> Rou
         .route("/api/devices/{id}/readings", get(query::readings))
         .route("/api/alerts", get(query::alerts))
         .route("/api/alerts/{id}/ack", post(query::ack))
+        .route("/api/forecasts", get(insights::forecasts))
+        .route("/api/late-readings", get(insights::late_readings))
         .route("/api/dead-letters", get(query::dead_letters))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let mut router = Router::new()

@@ -69,7 +69,7 @@ pub async fn list_devices(State(state): State<Arc<AppState>>) -> Result<Json<Val
 }
 
 /// A query string that does not fit (e.g. `limit=-1`): the contract's error body, not axum's text.
-fn bad_query(e: QueryRejection) -> ApiError {
+pub(super) fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::bad_request(
         "invalid_query",
         format!("invalid query string: {}", e.body_text()),
@@ -110,7 +110,7 @@ pub struct SeriesQuery {
     step: Option<String>,
 }
 
-fn parse_time(field: &str, s: &str) -> Result<Ts, FieldError> {
+pub(super) fn parse_time(field: &str, s: &str) -> Result<Ts, FieldError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(Ts(ms));
     }

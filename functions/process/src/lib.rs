@@ -1,14 +1,16 @@
 //! **process**: stores what analyze found.
 //!
 //! - Trigger: the `insights` and `alerts` topics, consumer group `iotstream-process`.
-//! - Outputs: aggregates, each device's latest state and alerts in the results database
-//!   (PostgreSQL / embedded SQLite); latest state in the cache (Redis / in-process).
+//! - Outputs: aggregates, each device's latest state, forecasts, late readings and alerts in
+//!   the results database (PostgreSQL / embedded SQLite); in the cache (Redis / in-process)
+//!   latest state, recent aggregates, forecasts and late readings, and the open alerts.
 //! - Delivery: at-least-once; offsets are committed after the database writes. A cache failure
 //!   is logged and counted, never fatal: the database is the source of truth.
-//! - Idempotency keys: (device, metric, window start) for aggregates; device id + newest
-//!   `lastSeen` for latest state; alert id with monotonic state for alerts.
+//! - Idempotency keys: (device, metric, window size, window start) for aggregates; device id +
+//!   newest `lastSeen` for latest state; (device, `at`, rule) for forecasts; (device, reading
+//!   id) for late readings; alert id with monotonic state for alerts.
 
-use iotstream_core::model::{AlertEvent, Insight, LatestState};
+use iotstream_core::model::{AlertEvent, Forecast, Insight, LateReading, LatestState};
 use iotstream_core::ports::{Cache, Delivered, Poisoned, ResultsStore};
 use iotstream_core::{Aggregate, PortError};
 use std::collections::HashMap;
@@ -19,11 +21,13 @@ pub struct Deps<'a> {
 }
 
 /// A batch from `insights`, coalesced: the last emission of each window and one merged latest
-/// state per device.
+/// state per device; forecasts and late readings as they came (the store keeps one per key).
 #[derive(Debug, Default)]
 pub struct Insights {
     pub aggregates: Vec<Aggregate>,
     pub latest: Vec<LatestState>,
+    pub forecasts: Vec<Forecast>,
+    pub late: Vec<LateReading>,
     /// Records that do not decode, for the dead-letter topic.
     pub poisoned: Vec<Poisoned>,
 }
@@ -57,10 +61,14 @@ impl Insights {
                         out.latest.push(l);
                     }
                 },
-                // Forecasts and late readings are for live consumers of the insights topic
-                // (and replay); the results database keeps aggregates and latest state.
-                Ok(Insight::Forecast(_)) => metrics::counter!("iotstream_forecasts_total").increment(1),
-                Ok(Insight::Late(_)) => metrics::counter!("iotstream_late_readings_total").increment(1),
+                Ok(Insight::Forecast(f)) => {
+                    metrics::counter!("iotstream_forecasts_total").increment(1);
+                    out.forecasts.push(f);
+                }
+                Ok(Insight::Late(l)) => {
+                    metrics::counter!("iotstream_late_readings_total").increment(1);
+                    out.late.push(l);
+                }
                 Err(e) => out.poisoned.push(poison(index, r, &e)),
             }
         }
@@ -110,12 +118,24 @@ pub async fn handle_insights(input: &Insights, deps: &Deps<'_>) -> Result<(), Po
     if !input.latest.is_empty() {
         deps.results.upsert_latest(&input.latest).await?;
     }
+    if !input.forecasts.is_empty() {
+        deps.results.insert_forecasts(&input.forecasts).await?;
+    }
+    if !input.late.is_empty() {
+        deps.results.insert_late_readings(&input.late).await?;
+    }
     // The cache after the database: it only ever holds what the truth already has.
     if !input.latest.is_empty() {
         cached(deps.cache.set_latest(&input.latest).await);
     }
     if !input.aggregates.is_empty() {
         cached(deps.cache.put_aggregates(&input.aggregates).await);
+    }
+    if !input.forecasts.is_empty() {
+        cached(deps.cache.put_forecasts(&input.forecasts).await);
+    }
+    if !input.late.is_empty() {
+        cached(deps.cache.put_late_readings(&input.late).await);
     }
     Ok(())
 }
@@ -137,4 +157,64 @@ pub async fn handle_alerts(events: &[AlertEvent], deps: &Deps<'_>) -> Result<(),
     deps.results.apply_alert_events(events).await?;
     cached(deps.cache.put_alerts(events).await);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iotstream_backends::conformance::insights::{forecast, late};
+    use iotstream_backends::{EmbeddedResults, MemoryCache};
+    use iotstream_core::{DeviceId, Ts};
+
+    fn record(offset: u64, insight: &Insight) -> Delivered {
+        Delivered {
+            topic: "insights".into(),
+            partition: 0,
+            offset,
+            key: insight.device_id().to_string(),
+            value: serde_json::to_vec(insight).unwrap(),
+        }
+    }
+
+    /// Forecasts and late readings reach the results store, once each however often the batch
+    /// is delivered; a record that does not decode is set aside, not stored.
+    #[tokio::test]
+    async fn forecasts_and_late_readings_are_stored_once_per_redelivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = EmbeddedResults::open(dir.path()).await.unwrap();
+        let cache = MemoryCache::new();
+        let deps = Deps {
+            results: &results,
+            cache: &cache,
+        };
+        let d = DeviceId::parse("pump-1").unwrap();
+        let f = forecast(&d, "overheat", 60_000);
+        let l = late(&d, "r-1", 1_000, 5_000, &["temperature"]);
+        let mut records = vec![
+            record(0, &Insight::Forecast(f.clone())),
+            record(1, &Insight::Late(l.clone())),
+            record(2, &Insight::Forecast(f.clone())),
+        ];
+        records.push(Delivered {
+            value: b"{not json".to_vec(),
+            ..record(3, &Insight::Late(l.clone()))
+        });
+        let input = Insights::decode(&records);
+        assert_eq!(
+            input.poisoned.iter().map(|p| p.index).collect::<Vec<_>>(),
+            vec![3]
+        );
+        for _ in 0..2 {
+            handle_insights(&input, &deps).await.unwrap();
+        }
+        let all = (Ts(i64::MIN), Ts(i64::MAX));
+        assert_eq!(
+            results.forecasts(Some(&d), all.0, all.1, 10).await.unwrap(),
+            vec![f]
+        );
+        assert_eq!(
+            results.late_readings(None, all.0, all.1, 10).await.unwrap(),
+            vec![l]
+        );
+    }
 }

@@ -21,7 +21,8 @@ use iotstream_core::ports::{
     ResultsStore, SeriesPoint, TelemetrySink, TelemetryStore,
 };
 use iotstream_core::{
-    Aggregate, Alert, AlertEvent, AlertState, DeviceId, LatestState, PortError, Reading, Ts,
+    Aggregate, Alert, AlertEvent, AlertState, DeviceId, Forecast, LateReading, LatestState, PortError,
+    Reading, Ts,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +234,38 @@ impl<T: ResultsStore + ?Sized> ResultsStore for Faulty<T> {
         self.faults.check("results store")?;
         self.inner.ack_alert(id, now).await
     }
+
+    async fn insert_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()> {
+        self.faults.check("results store")?;
+        self.inner.insert_forecasts(forecasts).await
+    }
+
+    async fn insert_late_readings(&self, late: &[LateReading]) -> PortResult<()> {
+        self.faults.check("results store")?;
+        self.inner.insert_late_readings(late).await
+    }
+
+    async fn forecasts(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<Forecast>> {
+        self.faults.check("results store")?;
+        self.inner.forecasts(device, from, to, limit).await
+    }
+
+    async fn late_readings(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<LateReading>> {
+        self.faults.check("results store")?;
+        self.inner.late_readings(device, from, to, limit).await
+    }
 }
 
 #[async_trait]
@@ -301,6 +334,10 @@ mod tests {
         injected(consumer.commit().await);
         injected(results.alerts(None, None, 1).await);
         injected(results.latest(&device).await);
+        injected(results.insert_forecasts(&[]).await);
+        injected(results.insert_late_readings(&[]).await);
+        injected(results.forecasts(None, Ts(0), Ts(1), 1).await);
+        injected(results.late_readings(Some(&device), Ts(0), Ts(1), 1).await);
 
         faults.set_down(false);
         assert!(consumer.poll(1, Duration::from_millis(1)).await.is_ok());

@@ -11,6 +11,18 @@
 //! * [`faults`]: [`Faults`] and the [`Faulty`] decorator, which takes a port down on demand
 //!   (fault-injection tests).
 //! * [`semantics`]: the merge/transition rules shared by all engines, as plain functions.
+//!
+//! SQL lives in `sql/`: schemas and migrations, and the results engines' statements, one per
+//! file (`sql/queries/` for those both engines run, `sql/postgres/queries/` for PostgreSQL's
+//! own), embedded with `sql!`.
+
+/// The text of a statement kept under `sql/`, embedded at compile time:
+/// `sqlx::query(sql!("queries/alert_get.sql"))`. A missing file fails the build.
+macro_rules! sql {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/", $path))
+    };
+}
 
 pub mod cache;
 pub mod conformance;
@@ -40,3 +52,48 @@ pub use faults::{Faults, Faulty};
 pub use log::{LogBus, LogTelemetryStore};
 pub use split::SplitSink;
 pub use webhook::WebhookNotifier;
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, ext, out);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every statement file is loaded by some `sql!`: an orphan would be SQL that nobody runs
+    /// but that readers would take for the engine's.
+    #[test]
+    fn every_statement_file_is_used() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources = Vec::new();
+        files(&root.join("src"), "rs", &mut sources);
+        let code: String = sources
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let mut statements = Vec::new();
+        files(&root.join("sql/queries"), "sql", &mut statements);
+        files(&root.join("sql/postgres/queries"), "sql", &mut statements);
+        assert!(statements.len() > 20, "{statements:?}");
+        for path in statements {
+            let name = path
+                .strip_prefix(root.join("sql"))
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                code.contains(&format!("sql!(\"{name}\")")),
+                "sql/{name} is not used"
+            );
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! |----------------------------------------|--------|--------------------------------------------|-----|
 //! | `latest:<device>`                      | hash   | `@ts` = last seen (ms), one field per metric | `latest_ttl` (1 day) |
 //! | `agg:<device>:<metric>:<window ms>`    | zset   | recent window aggregates of one window kind (JSON), score = window start | `aggregates_ttl` (1 h), last 120 windows |
+//! | `forecasts:<device>`                   | zset   | recent forecasts (JSON), score = `at`     | `latest_ttl`, last 50 |
+//! | `late:<device>`                        | zset   | recent late readings (JSON), score = `ts` | `latest_ttl`, last 50 |
 //! | `alerts:active`                        | hash   | alert id → alert JSON, open alerts only    | none |
 //! | `alerts:resolved:<id>`                 | string | tombstone: a replayed `opened` cannot resurrect a resolved alert | 1 day |
 //! | channel `live`                         | pub/sub| one JSON message per write batch (`{"kind": ..., "devices": [...]}`) | |
@@ -11,7 +13,8 @@
 //! Every write is one Lua script call per batch (atomic, one round trip), so merge rules hold
 //! under concurrent writers: `latest` follows [`crate::semantics::merge_latest`] exactly (newer
 //! `last_seen` wins per metric, metrics union). Values are written as Rust's shortest exact
-//! float text and never parsed by Lua, so they round-trip bit for bit.
+//! float text and never parsed by Lua, so they round-trip bit for bit. Forecasts and late
+//! readings are members by their JSON: a redelivered one (the same bytes) is one member.
 //!
 //! **Degraded mode.** Redis is never the source of truth. The connection is lazy and reconnects
 //! by itself (`ConnectionManager`); every call has a short timeout, and after a failure the cache
@@ -21,7 +24,9 @@
 
 use async_trait::async_trait;
 use iotstream_core::ports::{Cache, PortResult};
-use iotstream_core::{Aggregate, AlertEvent, AlertEventKind, DeviceId, LatestState, PortError, Ts};
+use iotstream_core::{
+    Aggregate, AlertEvent, AlertEventKind, DeviceId, Forecast, LateReading, LatestState, PortError, Ts,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -33,6 +38,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Recent windows kept per (device, metric).
 pub const RECENT_WINDOWS: usize = 120;
+/// Recent forecasts, and recent late readings, kept per device.
+pub const RECENT_INSIGHTS: usize = 50;
 
 const MERGE_LATEST: &str = r"
 local ttl = tonumber(ARGV[1])
@@ -59,6 +66,17 @@ for k = 1, #KEYS do
   local score, body = ARGV[1 + 2 * k], ARGV[2 + 2 * k]
   redis.call('ZREMRANGEBYSCORE', KEYS[k], score, score)
   redis.call('ZADD', KEYS[k], score, body)
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -keep - 1)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+end
+return #KEYS
+";
+
+// Adds each body to its sorted set (the same body twice is one member), keeps the newest.
+const PUT_RECENT: &str = r"
+local ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
+for k = 1, #KEYS do
+  redis.call('ZADD', KEYS[k], ARGV[1 + 2 * k], ARGV[2 + 2 * k])
   redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -keep - 1)
   if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
@@ -106,7 +124,7 @@ pub struct RedisCache {
     settings: RedisSettings,
     /// Set after a failure: until then, calls fail at once.
     open_until: Mutex<Option<Instant>>,
-    scripts: [redis::Script; 3],
+    scripts: [redis::Script; 4],
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -138,6 +156,7 @@ impl RedisCache {
                 redis::Script::new(MERGE_LATEST),
                 redis::Script::new(PUT_AGGREGATES),
                 redis::Script::new(PUT_ALERTS),
+                redis::Script::new(PUT_RECENT),
             ],
         })
     }
@@ -238,6 +257,57 @@ impl RedisCache {
             .collect()
     }
 
+    /// A device's recent forecasts, oldest first.
+    pub async fn recent_forecasts(&self, device: &DeviceId) -> PortResult<Vec<Forecast>> {
+        self.recent("forecasts", device).await
+    }
+
+    /// A device's recent late readings, oldest first.
+    pub async fn recent_late_readings(&self, device: &DeviceId) -> PortResult<Vec<LateReading>> {
+        self.recent("late", device).await
+    }
+
+    async fn recent<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        device: &DeviceId,
+    ) -> PortResult<Vec<T>> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(self.key(&[kind, device.as_str()])).arg(0).arg(-1);
+        let bodies: Vec<String> = self.cmd(cmd).await?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| PortError::internal(format!("cached {kind}: {e}"))))
+            .collect()
+    }
+
+    /// Adds (score, JSON) members to `<kind>:<device>` sorted sets, keeping the newest
+    /// [`RECENT_INSIGHTS`], and announces the devices on the live channel.
+    async fn put_recent<T: serde::Serialize>(
+        &self,
+        kind: &str,
+        items: &[T],
+        member: impl Fn(&T) -> (&DeviceId, i64),
+    ) -> PortResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for chunk in items.chunks(256) {
+            let mut inv = self.scripts[3].prepare_invoke();
+            inv.arg(ms(self.settings.latest_ttl)).arg(RECENT_INSIGHTS);
+            for item in chunk {
+                let (device, score) = member(item);
+                let body = serde_json::to_string(item)
+                    .map_err(|e| PortError::invalid(format!("cannot encode {kind}: {e}")))?;
+                inv.key(self.key(&[kind, device.as_str()]));
+                inv.arg(score).arg(body);
+            }
+            self.call::<i64>(inv).await?;
+        }
+        let devices: Vec<&str> = items.iter().map(|i| member(i).0.as_str()).collect();
+        self.publish(kind, devices).await
+    }
+
     /// Open (active or acknowledged) alerts as cached, by id.
     pub async fn active_alerts(&self) -> PortResult<BTreeMap<String, iotstream_core::Alert>> {
         let mut cmd = redis::cmd("HGETALL");
@@ -331,5 +401,15 @@ impl Cache for RedisCache {
         }
         let devices: Vec<&str> = events.iter().map(|e| e.alert.device_id.as_str()).collect();
         self.publish("alerts", devices).await
+    }
+
+    async fn put_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()> {
+        self.put_recent("forecasts", forecasts, |f| (&f.device_id, f.at.millis()))
+            .await
+    }
+
+    async fn put_late_readings(&self, late: &[LateReading]) -> PortResult<()> {
+        self.put_recent("late", late, |l| (&l.device_id, l.ts.millis()))
+            .await
     }
 }

@@ -426,7 +426,8 @@ async fn retention_deletes_old_analysed_segments_and_nothing_else() {
 }
 
 /// Pruning the results database deletes only what is finished and old: old aggregates, old
-/// resolved alerts, old delivered deliveries; never open alerts or pending deliveries.
+/// resolved alerts, old forecasts, readings that arrived late long ago, old delivered
+/// deliveries; never open alerts or pending deliveries.
 #[tokio::test]
 async fn results_prune_deletes_only_finished_old_rows() {
     use iotstream_core::ports::{Outbox, ResultsStore};
@@ -451,8 +452,32 @@ async fn results_prune_deletes_only_finished_old_rows() {
         .await
         .unwrap();
 
+    use conformance::insights::{forecast, late};
+    results
+        .insert_forecasts(&[forecast(&d, "r", 1_000), forecast(&d, "r", 600_000)])
+        .await
+        .unwrap();
+    let arrived_recently = late(&d, "recent", 0, 600_000, &["t"]);
+    results
+        .insert_late_readings(&[late(&d, "long-ago", 0, 1_000, &["t"]), arrived_recently.clone()])
+        .await
+        .unwrap();
+
     let deleted = results.prune(Ts(500_000)).await.unwrap();
-    assert_eq!(deleted, 3, "one aggregate, one resolved alert, one delivered row");
+    assert_eq!(
+        deleted, 5,
+        "one aggregate, one resolved alert, one delivered row, one forecast, one late reading"
+    );
+    let all = (Ts(i64::MIN), Ts(i64::MAX));
+    assert_eq!(
+        results.forecasts(Some(&d), all.0, all.1, 10).await.unwrap(),
+        vec![forecast(&d, "r", 600_000)]
+    );
+    assert_eq!(
+        results.late_readings(Some(&d), all.0, all.1, 10).await.unwrap(),
+        vec![arrived_recently],
+        "late readings go by when they arrived, not by their (old) timestamp"
+    );
     let series = results
         .series(&d, "t", Ts(0), Ts(1_000_000), 60_000)
         .await

@@ -47,7 +47,7 @@ mod postgres {
                 .fetch_all(a.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
     }
 
     #[tokio::test]
@@ -87,7 +87,26 @@ mod postgres {
         )
         .await
         .unwrap();
+        use conformance::insights::{forecast, late};
+        db.insert_forecasts(&[forecast(&d, "r", 1_000), forecast(&d, "r", 9_000)])
+            .await
+            .unwrap();
+        let arrived_recently = late(&d, "recent", 0, 9_000, &["t"]);
+        db.insert_late_readings(&[late(&d, "long-ago", 0, 1_000, &["t"]), arrived_recently.clone()])
+            .await
+            .unwrap();
         db.prune(Ts(5_000)).await.unwrap();
+        let all = (Ts(i64::MIN), Ts(i64::MAX));
+        assert_eq!(
+            db.forecasts(Some(&d), all.0, all.1, 10).await.unwrap(),
+            vec![forecast(&d, "r", 9_000)],
+            "old forecasts go"
+        );
+        assert_eq!(
+            db.late_readings(Some(&d), all.0, all.1, 10).await.unwrap(),
+            vec![arrived_recently],
+            "late readings go by when they arrived, not by their (old) timestamp"
+        );
         assert!(db.alert(&open.id).await.unwrap().is_some(), "open alerts stay");
         assert!(
             db.alert(&done.id).await.unwrap().is_none(),
@@ -172,6 +191,40 @@ mod redis_cache {
             !cache.active_alerts().await.unwrap().contains_key(&a.id),
             "a replayed opening does not bring a resolved alert back"
         );
+    }
+
+    #[tokio::test]
+    async fn recent_forecasts_and_late_readings() {
+        use conformance::insights::{forecast, late};
+        use iotstream_backends::redis::RECENT_INSIGHTS;
+        let cache = RedisCache::new(&service("IOTSTREAM_TEST_CACHE_URL"), settings()).unwrap();
+        let d = unique_device("redis-insights");
+        let (first, second) = (forecast(&d, "overheat", 2_000), forecast(&d, "overheat", 9_000));
+        cache
+            .put_forecasts(&[second.clone(), first.clone()])
+            .await
+            .unwrap();
+        cache
+            .put_forecasts(std::slice::from_ref(&first))
+            .await
+            .expect("a redelivery");
+        assert_eq!(
+            cache.recent_forecasts(&d).await.unwrap(),
+            vec![first, second],
+            "oldest first, a redelivered forecast once"
+        );
+        let backlog: Vec<_> = (0..RECENT_INSIGHTS as i64 + 10)
+            .map(|i| late(&d, &format!("r{i:03}"), i * 1_000, 100_000, &["t"]))
+            .collect();
+        cache.put_late_readings(&backlog).await.unwrap();
+        assert_eq!(
+            cache.recent_late_readings(&d).await.unwrap(),
+            backlog[10..].to_vec(),
+            "the newest {RECENT_INSIGHTS} are kept"
+        );
+        let other = unique_device("redis-insights-other");
+        assert!(cache.recent_forecasts(&other).await.unwrap().is_empty());
+        assert!(cache.recent_late_readings(&other).await.unwrap().is_empty());
     }
 
     fn start_redis(port: u16) -> Child {

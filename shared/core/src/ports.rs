@@ -7,7 +7,7 @@
 
 use crate::device::DeviceId;
 use crate::error::PortError;
-use crate::model::{Aggregate, Alert, AlertEvent, AlertState, LatestState};
+use crate::model::{Aggregate, Alert, AlertEvent, AlertState, Forecast, LateReading, LatestState};
 use crate::reading::Reading;
 use crate::ts::Ts;
 use async_trait::async_trait;
@@ -167,7 +167,8 @@ pub enum AckOutcome {
     Acknowledged(Alert),
 }
 
-/// Results: aggregates, alerts, latest device state (PostgreSQL / SQLite).
+/// Results: aggregates, alerts, latest device state, forecasts and late readings (PostgreSQL /
+/// SQLite).
 #[async_trait]
 pub trait ResultsStore: Send + Sync {
     /// Upserts by (device, metric, window start): a later emission of a window replaces it.
@@ -197,6 +198,29 @@ pub trait ResultsStore: Send + Sync {
     ) -> PortResult<Vec<Alert>>;
     async fn alert(&self, id: &str) -> PortResult<Option<Alert>>;
     async fn ack_alert(&self, id: &str, now: Ts) -> PortResult<AckOutcome>;
+    /// Stores forecasts once each, keyed by (device, `at`, rule): a redelivered or replayed
+    /// forecast changes nothing (the first one stored is kept).
+    async fn insert_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()>;
+    /// Stores late readings once each, keyed by (device, reading id).
+    async fn insert_late_readings(&self, late: &[LateReading]) -> PortResult<()>;
+    /// Forecasts made (`at`) within `[from, to)`, of one device or all, newest first (then by
+    /// device and rule, descending, bytewise), at most `limit`.
+    async fn forecasts(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<Forecast>>;
+    /// Late readings with `ts` within `[from, to)`, of one device or all, newest first (then by
+    /// device and reading id, descending, bytewise), at most `limit`.
+    async fn late_readings(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<LateReading>>;
 }
 
 /// A webhook delivery waiting in the outbox.
@@ -264,6 +288,14 @@ pub trait Cache: Send + Sync {
     }
     /// Keeps the open alerts hot and announces the changes to live subscribers. Optional.
     async fn put_alerts(&self, _events: &[AlertEvent]) -> PortResult<()> {
+        Ok(())
+    }
+    /// Keeps each device's recent forecasts hot and announces them. Optional, like aggregates.
+    async fn put_forecasts(&self, _forecasts: &[Forecast]) -> PortResult<()> {
+        Ok(())
+    }
+    /// Keeps each device's recent late readings hot and announces them. Optional.
+    async fn put_late_readings(&self, _late: &[LateReading]) -> PortResult<()> {
         Ok(())
     }
 }

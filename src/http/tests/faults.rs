@@ -79,6 +79,8 @@ async fn the_query_api_answers_503_while_the_results_store_is_down_and_catches_u
         ("GET", "/api/devices/pump-1"),
         ("GET", "/api/devices/pump-1/series?metric=temperature"),
         ("POST", "/api/alerts/some-alert/ack"),
+        ("GET", "/api/forecasts"),
+        ("GET", "/api/late-readings?deviceId=pump-1"),
     ] {
         let r = app.admin(method, uri, None).await;
         assert_unavailable(&r);

@@ -5,6 +5,7 @@ mod admin;
 mod dead_letters;
 mod faults;
 mod functions;
+mod insights;
 mod pipeline;
 mod restart;
 mod telemetry;

@@ -1,5 +1,6 @@
--- Embedded results database (results.db): devices, aggregates, latest state, alerts, the
--- notification outbox and checkpoints. Applied at every open; every statement is idempotent.
+-- Embedded results database (results.db): devices, aggregates, latest state, alerts, forecasts,
+-- late readings, the notification outbox and checkpoints. Applied at every open; every statement
+-- is idempotent.
 
 -- Devices. A removed device keeps its row (removed = 1) so re-adding it bumps the generation.
 CREATE TABLE IF NOT EXISTS devices (
@@ -49,6 +50,32 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_opened ON alerts (opened_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state, opened_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (device_id, opened_at DESC, id DESC);
+
+-- Forecasts (a threshold rule's metric trending toward its threshold): the insight as JSON plus
+-- the columns we filter and sort on, stored once per (device, forecast time, rule) so that a
+-- redelivered or replayed forecast is ignored.
+CREATE TABLE IF NOT EXISTS forecasts (
+    device_id TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    rule      TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (device_id, at, rule)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS forecasts_by_at ON forecasts (at, device_id, rule);
+
+-- Late readings (too late to analyse; the reading itself stays in the telemetry store), stored
+-- once per (device, reading id). `watermark`, the device's clock when it arrived, drives retention.
+CREATE TABLE IF NOT EXISTS late_readings (
+    device_id  TEXT NOT NULL,
+    reading_id TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    watermark  INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (device_id, reading_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS late_readings_by_device ON late_readings (device_id, ts, reading_id);
+CREATE INDEX IF NOT EXISTS late_readings_by_ts ON late_readings (ts, device_id, reading_id);
+CREATE INDEX IF NOT EXISTS late_readings_by_watermark ON late_readings (watermark);
 
 -- Webhook outbox. Delivered and dead rows stay (status) so a re-enqueued id is ignored.
 CREATE TABLE IF NOT EXISTS outbox (

@@ -21,6 +21,7 @@ pub mod bus;
 pub mod cache;
 pub mod checkpoints;
 pub mod devices;
+pub mod insights;
 pub mod outbox;
 pub mod results;
 pub mod sink;

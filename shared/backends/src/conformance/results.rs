@@ -1,9 +1,13 @@
 //! [`ResultsStore`] conformance: aggregates and series, latest state, and (in
-//! [`super::alerts`]) alert transitions and `ack_alert` with its outbox event.
+//! [`super::alerts`]) alert transitions and `ack_alert` with its outbox event, (in
+//! [`super::insights`]) forecasts and late readings.
 
 use super::alerts::{
     ack_queues_the_notification_atomically, alert_transitions_are_idempotent,
     alerts_list_newest_first_with_filters, updates_keep_the_most_extreme_peak_of_open_alerts,
+};
+use super::insights::{
+    forecasts_are_stored_once_and_listed_newest_first, late_readings_are_stored_once_and_listed_newest_first,
 };
 use super::{latest, unique_device};
 use iotstream_core::ports::{Outbox, ResultsStore, SeriesPoint};
@@ -23,6 +27,8 @@ pub async fn run(results: Arc<dyn ResultsStore>, outbox: Arc<dyn Outbox>) {
     alerts_list_newest_first_with_filters(&*results).await;
     ack_queues_the_notification_atomically(&*results, &*outbox).await;
     updates_keep_the_most_extreme_peak_of_open_alerts(&*results).await;
+    forecasts_are_stored_once_and_listed_newest_first(&*results).await;
+    late_readings_are_stored_once_and_listed_newest_first(&*results).await;
 }
 
 pub fn agg(device: &DeviceId, metric: &str, ws: i64, count: u64, min: f64, max: f64, sum: f64) -> Aggregate {

@@ -12,11 +12,16 @@ use sqlx::PgPool;
 
 /// (version, name, SQL), in order. Append only: never edit an applied migration.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "results", include_str!("../../sql/postgres/0001_results.sql")),
+    (1, "results", sql!("postgres/0001_results.sql")),
     (
         2,
         "window_aggregates",
-        include_str!("../../sql/postgres/0002_window_aggregates.sql"),
+        sql!("postgres/0002_window_aggregates.sql"),
+    ),
+    (
+        3,
+        "forecasts_and_late_readings",
+        sql!("postgres/0003_forecasts_and_late_readings.sql"),
     ),
 ];
 
@@ -26,14 +31,14 @@ const LOCK_KEY: i64 = 0x0069_6f74_7374_726d;
 /// Applies the migrations not applied yet. Idempotent and safe to run concurrently.
 pub async fn migrate(pool: &PgPool) -> PortResult<()> {
     let mut conn = pool.acquire().await.map_err(pg_err)?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
+    sqlx::query(sql!("postgres/queries/migrations_lock.sql"))
         .bind(LOCK_KEY)
         .execute(&mut *conn)
         .await
         .map_err(pg_err)?;
     let result = apply(&mut conn).await;
     // Unlock even after a failure; a broken connection releases the lock by itself.
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+    let _ = sqlx::query(sql!("postgres/queries/migrations_unlock.sql"))
         .bind(LOCK_KEY)
         .execute(&mut *conn)
         .await;
@@ -41,14 +46,11 @@ pub async fn migrate(pool: &PgPool) -> PortResult<()> {
 }
 
 async fn apply(conn: &mut sqlx::PgConnection) -> PortResult<()> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS iotstream_migrations (\
-         version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_err)?;
-    let applied: Vec<i32> = sqlx::query_scalar("SELECT version FROM iotstream_migrations")
+    sqlx::raw_sql(sql!("postgres/queries/migrations_table.sql"))
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_err)?;
+    let applied: Vec<i32> = sqlx::query_scalar(sql!("postgres/queries/migrations_applied.sql"))
         .fetch_all(&mut *conn)
         .await
         .map_err(pg_err)?;
@@ -70,7 +72,7 @@ async fn apply(conn: &mut sqlx::PgConnection) -> PortResult<()> {
             err.message = format!("migration {version} ({name}): {}", err.message);
             err
         })?;
-        sqlx::query("INSERT INTO iotstream_migrations (version, name) VALUES ($1, $2)")
+        sqlx::query(sql!("postgres/queries/migrations_record.sql"))
             .bind(version)
             .bind(name)
             .execute(&mut *tx)

@@ -3,8 +3,9 @@
 //! [`Outbox`](iotstream_core::ports::Outbox) and [`CheckpointStore`] over one pool.
 //!
 //! The tables are those of the embedded engine (`sql/sqlite/results.sql`) in PostgreSQL types
-//! (`sql/postgres/*.sql`, applied by [`migrate`]); the rules are the same functions of
-//! [`crate::semantics`], and the same conformance suites check both engines.
+//! (`sql/postgres/NNNN_*.sql`, applied by [`migrate`]); the rules are the same functions of
+//! [`crate::semantics`], and the same conformance suites check both engines. Statements live in
+//! `sql/queries/` when the embedded engine runs the same text, else in `sql/postgres/queries/`.
 //!
 //! **Batches.** Multi-row writes are one statement over arrays (`INSERT ... SELECT FROM
 //! UNNEST($1, $2, ...)`): one round trip and one plan whatever the batch size. PostgreSQL
@@ -16,6 +17,7 @@
 //! locks taken in sorted order, so concurrent writers serialise per alert without deadlocks,
 //! even for alerts that do not exist yet.
 
+mod insights;
 mod migrate;
 mod outbox;
 mod store;
@@ -66,14 +68,17 @@ impl PgResults {
         &self.pool
     }
 
-    /// Retention: deletes aggregates whose window started, resolved alerts opened, and delivered
-    /// or dead-lettered webhook rows finished before `cutoff` (like the embedded engine's prune).
+    /// Retention: deletes aggregates whose window started, resolved alerts opened, forecasts
+    /// made, late readings that arrived (the device's clock then), and delivered or
+    /// dead-lettered webhook rows finished before `cutoff` (like the embedded engine's prune).
     pub async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
         let mut n = 0;
         for sql in [
-            "DELETE FROM window_aggregates WHERE window_start < $1",
-            "DELETE FROM alerts WHERE state = 'resolved' AND opened_at < $1",
-            "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND finished_at < $1",
+            sql!("queries/prune_window_aggregates.sql"),
+            sql!("queries/prune_alerts.sql"),
+            sql!("queries/prune_outbox.sql"),
+            sql!("queries/prune_forecasts.sql"),
+            sql!("queries/prune_late_readings.sql"),
         ] {
             n += sqlx::query(sql)
                 .bind(cutoff.millis())
@@ -139,44 +144,35 @@ fn device_record(device_id: &str, generation: i32, created_at: i64) -> PortResul
 #[async_trait]
 impl DeviceRegistry for PgResults {
     async fn add_device(&self, device: &DeviceId, now: Ts) -> PortResult<Option<DeviceRecord>> {
-        let row: Option<(i32,)> = sqlx::query_as(
-            "INSERT INTO devices (device_id, generation, created_at, removed) VALUES ($1, 1, $2, FALSE) \
-             ON CONFLICT (device_id) DO UPDATE SET generation = devices.generation + 1, \
-             created_at = excluded.created_at, removed = FALSE WHERE devices.removed \
-             RETURNING generation",
-        )
-        .bind(device.as_str())
-        .bind(now.millis())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let row: Option<(i32,)> = sqlx::query_as(sql!("postgres/queries/device_add.sql"))
+            .bind(device.as_str())
+            .bind(now.millis())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_err)?;
         row.map(|(g,)| device_record(device.as_str(), g, now.millis()))
             .transpose()
     }
 
     async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>> {
-        let row: Option<(String, i32, i64)> = sqlx::query_as(
-            "SELECT device_id, generation, created_at FROM devices WHERE device_id = $1 AND NOT removed",
-        )
-        .bind(device.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let row: Option<(String, i32, i64)> = sqlx::query_as(sql!("queries/device_get.sql"))
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_err)?;
         row.map(|(d, g, c)| device_record(&d, g, c)).transpose()
     }
 
     async fn list_devices(&self) -> PortResult<Vec<DeviceRecord>> {
-        let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT device_id, generation, created_at FROM devices WHERE NOT removed ORDER BY device_id COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(String, i32, i64)> = sqlx::query_as(sql!("queries/device_list.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         rows.iter().map(|(d, g, c)| device_record(d, *g, *c)).collect()
     }
 
     async fn remove_device(&self, device: &DeviceId) -> PortResult<bool> {
-        let done = sqlx::query("UPDATE devices SET removed = TRUE WHERE device_id = $1 AND NOT removed")
+        let done = sqlx::query(sql!("queries/device_remove.sql"))
             .bind(device.as_str())
             .execute(&self.pool)
             .await
@@ -188,12 +184,11 @@ impl DeviceRegistry for PgResults {
 #[async_trait]
 impl CheckpointStore for PgResults {
     async fn load_checkpoint(&self, name: &str) -> PortResult<Option<Checkpoint>> {
-        let row: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT positions, state FROM checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(pg_err)?;
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as(sql!("queries/checkpoint_load.sql"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_err)?;
         row.map(|(positions, state)| {
             let positions: Vec<Position> =
                 serde_json::from_str(&positions).map_err(|e| decode_err("checkpoint positions", e))?;
@@ -205,16 +200,13 @@ impl CheckpointStore for PgResults {
     async fn save_checkpoint(&self, name: &str, checkpoint: &Checkpoint) -> PortResult<()> {
         let positions = serde_json::to_string(&checkpoint.positions)
             .map_err(|e| PortError::invalid(format!("cannot encode checkpoint positions: {e}")))?;
-        sqlx::query(
-            "INSERT INTO checkpoints (name, positions, state) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET positions = excluded.positions, state = excluded.state",
-        )
-        .bind(name)
-        .bind(positions)
-        .bind(checkpoint.state.as_slice())
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("queries/checkpoint_save.sql"))
+            .bind(name)
+            .bind(positions)
+            .bind(checkpoint.state.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(())
     }
 }

@@ -22,20 +22,14 @@ pub(super) async fn enqueue_in(
         .collect::<PortResult<_>>()?;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    // ORDER BY ordinality: identity values (seq) follow the input order, which `due` relies on.
-    let done = sqlx::query(
-        "INSERT INTO outbox (id, event, body, status, attempts, next_attempt_at, created_at) \
-         SELECT id, event, body, 'pending', 0, $4, $4 \
-         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(id, event, body, n) \
-         ORDER BY n ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&bodies)
-    .bind(now.millis())
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_err)?;
+    let done = sqlx::query(sql!("postgres/queries/outbox_enqueue.sql"))
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&bodies)
+        .bind(now.millis())
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_err)?;
     Ok(done.rows_affected() as usize)
 }
 
@@ -58,15 +52,12 @@ impl Outbox for PgResults {
     }
 
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>> {
-        let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(
-            "SELECT id, body, attempts, next_attempt_at FROM outbox \
-             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, seq LIMIT $2",
-        )
-        .bind(now.millis())
-        .bind(limit_of(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(sql!("postgres/queries/outbox_due.sql"))
+            .bind(now.millis())
+            .bind(limit_of(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         rows.into_iter()
             .map(|(id, body, attempts, at)| {
                 Ok(PendingDelivery {
@@ -80,11 +71,10 @@ impl Outbox for PgResults {
     }
 
     async fn next_due(&self) -> PortResult<Option<Ts>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(pg_err)?;
+        let at: Option<i64> = sqlx::query_scalar(sql!("queries/outbox_next_due.sql"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(at.map(Ts))
     }
 
@@ -92,58 +82,47 @@ impl Outbox for PgResults {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE outbox SET status = 'delivered', finished_at = $1 \
-             WHERE status = 'pending' AND id = ANY($2::text[])",
-        )
-        .bind(now.millis())
-        .bind(ids)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("postgres/queries/outbox_mark_delivered.sql"))
+            .bind(now.millis())
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(())
     }
 
     async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 \
-             WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(at.millis())
-        .bind(error)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("queries/outbox_schedule_retry.sql"))
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(at.millis())
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(())
     }
 
     async fn dead_letter(&self, id: &str, attempts: u32, error: &str, now: Ts) -> PortResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'dead', attempts = $1, last_error = $2, finished_at = $3 \
-             WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(error)
-        .bind(now.millis())
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("queries/outbox_dead_letter.sql"))
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+            .bind(error)
+            .bind(now.millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(())
     }
 
     /// Newest first.
     async fn dead_letters(&self, limit: usize) -> PortResult<Vec<DeadLetter>> {
-        let rows: Vec<(String, String, i32, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, event, attempts, last_error, finished_at FROM outbox \
-             WHERE status = 'dead' ORDER BY finished_at DESC, id LIMIT $1",
-        )
-        .bind(limit_of(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(String, String, i32, Option<String>, Option<i64>)> =
+            sqlx::query_as(sql!("queries/outbox_dead_letters.sql"))
+                .bind(limit_of(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(pg_err)?;
         Ok(rows
             .into_iter()
             .map(|(id, event, attempts, last_error, dead_at)| DeadLetter {

@@ -1,4 +1,5 @@
-//! [`ResultsStore`] of [`PgResults`]: aggregates, latest state, alerts.
+//! [`ResultsStore`] of [`PgResults`]: aggregates, latest state, alerts (forecasts and late
+//! readings in `insights.rs`).
 
 use super::outbox::enqueue_in;
 use super::{PgResults, decode_err, pg_err};
@@ -6,7 +7,8 @@ use crate::semantics::{AggregateRow, apply_alert_events, merge_latest, rebucket}
 use async_trait::async_trait;
 use iotstream_core::ports::{AckOutcome, PortResult, ResultsStore, SeriesPoint};
 use iotstream_core::{
-    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, PortError, Ts,
+    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, Forecast, LateReading, LatestState,
+    PortError, Ts,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,14 +32,11 @@ fn decode_latest(device_id: &str, last_seen: i64, metrics: &str) -> PortResult<L
 /// Takes transaction-scoped advisory locks on `ids`, in sorted order (no deadlocks between
 /// writers locking overlapping sets).
 async fn lock_ids(conn: &mut sqlx::PgConnection, ids: &[&str]) -> PortResult<()> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(h) FROM \
-         (SELECT DISTINCT hashtextextended(id, 0) AS h FROM unnest($1::text[]) AS id ORDER BY 1) AS locks",
-    )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_err)?;
+    sqlx::query(sql!("postgres/queries/lock_ids.sql"))
+        .bind(ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_err)?;
     Ok(())
 }
 
@@ -54,20 +53,15 @@ async fn write_alerts(conn: &mut sqlx::PgConnection, alerts: &[&Alert]) -> PortR
     let devices: Vec<&str> = alerts.iter().map(|a| a.device_id.as_str()).collect();
     let states: Vec<&str> = alerts.iter().map(|a| a.state.as_str()).collect();
     let opened: Vec<i64> = alerts.iter().map(|a| a.opened_at.millis()).collect();
-    sqlx::query(
-        "INSERT INTO alerts (id, device_id, state, opened_at, body) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) \
-         ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, state = excluded.state, \
-         opened_at = excluded.opened_at, body = excluded.body",
-    )
-    .bind(&ids)
-    .bind(&devices)
-    .bind(&states)
-    .bind(&opened)
-    .bind(&bodies)
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_err)?;
+    sqlx::query(sql!("postgres/queries/alerts_write.sql"))
+        .bind(&ids)
+        .bind(&devices)
+        .bind(&states)
+        .bind(&opened)
+        .bind(&bodies)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_err)?;
     Ok(())
 }
 
@@ -106,33 +100,23 @@ impl ResultsStore for PgResults {
             .iter()
             .map(|a| i64::try_from(a.count).unwrap_or(i64::MAX))
             .collect();
-        sqlx::query(
-            "INSERT INTO window_aggregates (device_id, metric, window_ms, window_start, hop_ms, count, \
-             min, max, sum, stddev, p50, p95, p99) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                                  $6::bigint[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], \
-                                  $11::float8[], $12::float8[], $13::float8[]) \
-             ON CONFLICT (device_id, metric, window_ms, window_start) DO UPDATE SET \
-             hop_ms = excluded.hop_ms, count = excluded.count, min = excluded.min, max = excluded.max, \
-             sum = excluded.sum, stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, \
-             p99 = excluded.p99",
-        )
-        .bind(&devices)
-        .bind(&metrics)
-        .bind(&lens)
-        .bind(&starts)
-        .bind(&hops)
-        .bind(&counts)
-        .bind(col(|a| a.min))
-        .bind(col(|a| a.max))
-        .bind(col(|a| a.sum))
-        .bind(col(|a| a.stddev))
-        .bind(opt(|a| a.p50))
-        .bind(opt(|a| a.p95))
-        .bind(opt(|a| a.p99))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("postgres/queries/aggregates_upsert.sql"))
+            .bind(&devices)
+            .bind(&metrics)
+            .bind(&lens)
+            .bind(&starts)
+            .bind(&hops)
+            .bind(&counts)
+            .bind(col(|a| a.min))
+            .bind(col(|a| a.max))
+            .bind(col(|a| a.sum))
+            .bind(col(|a| a.stddev))
+            .bind(opt(|a| a.p50))
+            .bind(opt(|a| a.p95))
+            .bind(opt(|a| a.p99))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
         Ok(())
     }
 
@@ -147,13 +131,11 @@ impl ResultsStore for PgResults {
         ids.dedup();
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         lock_ids(&mut tx, &ids).await?;
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(
-            "SELECT device_id, last_seen, metrics FROM latest WHERE device_id = ANY($1::text[])",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(sql!("postgres/queries/latest_by_devices.sql"))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_err)?;
         let mut merged: BTreeMap<DeviceId, LatestState> = BTreeMap::new();
         for (d, t, m) in rows {
             let state = decode_latest(&d, t, &m)?;
@@ -169,17 +151,13 @@ impl ResultsStore for PgResults {
             .values()
             .map(|s| encode("latest metrics", &s.metrics))
             .collect::<PortResult<_>>()?;
-        sqlx::query(
-            "INSERT INTO latest (device_id, last_seen, metrics) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) \
-             ON CONFLICT (device_id) DO UPDATE SET last_seen = excluded.last_seen, metrics = excluded.metrics",
-        )
-        .bind(&devices)
-        .bind(&seen)
-        .bind(&metrics)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
+        sqlx::query(sql!("postgres/queries/latest_write.sql"))
+            .bind(&devices)
+            .bind(&seen)
+            .bind(&metrics)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)
     }
 
@@ -192,7 +170,7 @@ impl ResultsStore for PgResults {
         ids.dedup();
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         lock_ids(&mut tx, &ids).await?;
-        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ANY($1::text[])")
+        let bodies: Vec<String> = sqlx::query_scalar(sql!("postgres/queries/alerts_by_ids.sql"))
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await
@@ -209,22 +187,19 @@ impl ResultsStore for PgResults {
     }
 
     async fn latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>> {
-        let row: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT device_id, last_seen, metrics FROM latest WHERE device_id = $1")
-                .bind(device.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(pg_err)?;
+        let row: Option<(String, i64, String)> = sqlx::query_as(sql!("queries/latest_get.sql"))
+            .bind(device.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_err)?;
         row.map(|(d, t, m)| decode_latest(&d, t, &m)).transpose()
     }
 
     async fn all_latest(&self) -> PortResult<Vec<LatestState>> {
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(
-            "SELECT device_id, last_seen, metrics FROM latest ORDER BY device_id COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(sql!("queries/latest_all.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         rows.into_iter()
             .map(|(d, t, m)| decode_latest(&d, t, &m))
             .collect()
@@ -243,20 +218,14 @@ impl ResultsStore for PgResults {
                 "series step must be positive, got {step_ms} ms"
             )));
         }
-        let rows: Vec<(i64, i64, f64, f64, f64)> = sqlx::query_as(
-            "SELECT window_start, count, min, max, sum FROM window_aggregates \
-             WHERE device_id = $1 AND metric = $2 AND window_start >= $3 AND window_start < $4 \
-             AND window_ms = (SELECT MIN(window_ms) FROM window_aggregates \
-                              WHERE device_id = $1 AND metric = $2 AND hop_ms = window_ms) \
-             ORDER BY window_start",
-        )
-        .bind(device.as_str())
-        .bind(metric)
-        .bind(from.millis())
-        .bind(to.millis())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let rows: Vec<(i64, i64, f64, f64, f64)> = sqlx::query_as(sql!("queries/series.sql"))
+            .bind(device.as_str())
+            .bind(metric)
+            .bind(from.millis())
+            .bind(to.millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         let rows = rows.into_iter().map(|(ws, count, min, max, sum)| AggregateRow {
             window_start: Ts(ws),
             count: count.max(0) as u64,
@@ -273,22 +242,18 @@ impl ResultsStore for PgResults {
         device: Option<&DeviceId>,
         limit: usize,
     ) -> PortResult<Vec<Alert>> {
-        // NULL parameters switch a filter off, so one statement (one plan) serves every case.
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT body FROM alerts WHERE ($1::text IS NULL OR state = $1) \
-             AND ($2::text IS NULL OR device_id = $2) ORDER BY opened_at DESC, id DESC LIMIT $3",
-        )
-        .bind(state.map(|s| s.as_str()))
-        .bind(device.map(|d| d.as_str()))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_err)?;
+        let bodies: Vec<String> = sqlx::query_scalar(sql!("postgres/queries/alerts_list.sql"))
+            .bind(state.map(|s| s.as_str()))
+            .bind(device.map(|d| d.as_str()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
         bodies.iter().map(|b| decode_alert(b)).collect()
     }
 
     async fn alert(&self, id: &str) -> PortResult<Option<Alert>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = $1")
+        let body: Option<String> = sqlx::query_scalar(sql!("queries/alert_get.sql"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -299,7 +264,7 @@ impl ResultsStore for PgResults {
     async fn ack_alert(&self, id: &str, now: Ts) -> PortResult<AckOutcome> {
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         lock_ids(&mut tx, &[id]).await?;
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = $1")
+        let body: Option<String> = sqlx::query_scalar(sql!("queries/alert_get.sql"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
@@ -318,5 +283,33 @@ impl ResultsStore for PgResults {
         enqueue_in(&mut tx, std::slice::from_ref(&event), now).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(AckOutcome::Acknowledged(alert))
+    }
+
+    async fn insert_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()> {
+        self.insert_forecasts_in(forecasts).await
+    }
+
+    async fn insert_late_readings(&self, late: &[LateReading]) -> PortResult<()> {
+        self.insert_late_readings_in(late).await
+    }
+
+    async fn forecasts(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<Forecast>> {
+        self.forecasts_in(device, from, to, limit).await
+    }
+
+    async fn late_readings(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<LateReading>> {
+        self.late_readings_in(device, from, to, limit).await
     }
 }

@@ -2,18 +2,21 @@
 //! implementing [`DeviceRegistry`], [`ResultsStore`](iotstream_core::ports::ResultsStore),
 //! [`Outbox`](iotstream_core::ports::Outbox) and [`CheckpointStore`] over one pool.
 //!
-//! **Mapping to PostgreSQL.** The tables and statements are the ones a PostgreSQL engine runs
-//! (`INSERT ... ON CONFLICT`, one transaction per call); keeping the outbox in the same database
-//! as the alerts is what lets `ack_alert` change the alert and queue its notification
-//! atomically (the transactional-outbox pattern).
+//! **Mapping to PostgreSQL.** The tables and statements are the ones the PostgreSQL engine runs
+//! (`INSERT ... ON CONFLICT`, one transaction per call): statements with the same text live in
+//! `sql/queries/` and both engines load them; the multi-row writes are built per batch size here
+//! (PostgreSQL binds arrays instead). Keeping the outbox in the same database as the alerts is
+//! what lets `ack_alert` change the alert and queue its notification atomically (the
+//! transactional-outbox pattern).
 //!
 //! **Durability.** Every call is one transaction in WAL mode with `synchronous=FULL`: on `Ok`
 //! it survives kill -9 and power loss, on `Err` nothing of it was applied. Read-modify-write
 //! transactions start with `BEGIN IMMEDIATE`, so several processes may share the file.
 //!
-//! **Limits.** One writer at a time. Old aggregates, resolved alerts and finished outbox rows
-//! stay until [`EmbeddedResults::prune`] (run by retention) deletes them.
+//! **Limits.** One writer at a time. Old aggregates, resolved alerts, forecasts, late readings
+//! and finished outbox rows stay until [`EmbeddedResults::prune`] (run by retention) deletes them.
 
+mod insights;
 mod outbox;
 mod store;
 
@@ -26,7 +29,7 @@ use iotstream_core::ports::{
 use iotstream_core::{DeviceId, Ts};
 use std::path::Path;
 
-const SCHEMA: &str = include_str!("../../../sql/sqlite/results.sql");
+const SCHEMA: &str = sql!("sqlite/results.sql");
 
 /// The embedded results database. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -44,16 +47,19 @@ impl EmbeddedResults {
 }
 
 impl EmbeddedResults {
-    /// Retention: deletes aggregates whose window started, resolved alerts opened, and delivered
-    /// or dead-lettered webhook rows finished before `cutoff`. Pending deliveries, open alerts,
+    /// Retention: deletes aggregates whose window started, resolved alerts opened, forecasts
+    /// made, late readings that arrived (the device's clock then), and delivered or
+    /// dead-lettered webhook rows finished before `cutoff`. Pending deliveries, open alerts,
     /// latest state, devices and checkpoints are never pruned. Returns the rows deleted.
     pub async fn prune(&self, cutoff: Ts) -> PortResult<u64> {
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
         let mut n = 0;
         for sql in [
-            "DELETE FROM window_aggregates WHERE window_start < ?",
-            "DELETE FROM alerts WHERE state = 'resolved' AND opened_at < ?",
-            "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND finished_at < ?",
+            sql!("queries/prune_window_aggregates.sql"),
+            sql!("queries/prune_alerts.sql"),
+            sql!("queries/prune_outbox.sql"),
+            sql!("queries/prune_forecasts.sql"),
+            sql!("queries/prune_late_readings.sql"),
         ] {
             n += sqlx::query(sql)
                 .bind(cutoff.millis())
@@ -107,28 +113,24 @@ impl DeviceRegistry for EmbeddedResults {
     }
 
     async fn get_device(&self, device: &DeviceId) -> PortResult<Option<DeviceRecord>> {
-        let row: Option<(String, i64, i64)> = sqlx::query_as(
-            "SELECT device_id, generation, created_at FROM devices WHERE device_id = ? AND removed = 0",
-        )
-        .bind(device.as_str())
-        .fetch_optional(&self.db.read)
-        .await
-        .map_err(db_err)?;
+        let row: Option<(String, i64, i64)> = sqlx::query_as(sql!("queries/device_get.sql"))
+            .bind(device.as_str())
+            .fetch_optional(&self.db.read)
+            .await
+            .map_err(db_err)?;
         row.map(|(d, g, c)| device_record(d, g, c)).transpose()
     }
 
     async fn list_devices(&self) -> PortResult<Vec<DeviceRecord>> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT device_id, generation, created_at FROM devices WHERE removed = 0 ORDER BY device_id",
-        )
-        .fetch_all(&self.db.read)
-        .await
-        .map_err(db_err)?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(sql!("queries/device_list.sql"))
+            .fetch_all(&self.db.read)
+            .await
+            .map_err(db_err)?;
         rows.into_iter().map(|(d, g, c)| device_record(d, g, c)).collect()
     }
 
     async fn remove_device(&self, device: &DeviceId) -> PortResult<bool> {
-        let done = sqlx::query("UPDATE devices SET removed = 1 WHERE device_id = ? AND removed = 0")
+        let done = sqlx::query(sql!("queries/device_remove.sql"))
             .bind(device.as_str())
             .execute(&self.db.write)
             .await
@@ -140,12 +142,11 @@ impl DeviceRegistry for EmbeddedResults {
 #[async_trait]
 impl CheckpointStore for EmbeddedResults {
     async fn load_checkpoint(&self, name: &str) -> PortResult<Option<Checkpoint>> {
-        let row: Option<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT positions, state FROM checkpoints WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.db.read)
-                .await
-                .map_err(db_err)?;
+        let row: Option<(String, Vec<u8>)> = sqlx::query_as(sql!("queries/checkpoint_load.sql"))
+            .bind(name)
+            .fetch_optional(&self.db.read)
+            .await
+            .map_err(db_err)?;
         row.map(|(positions, state)| {
             let positions: Vec<Position> =
                 serde_json::from_str(&positions).map_err(|e| decode_err("checkpoint positions", e))?;
@@ -157,16 +158,13 @@ impl CheckpointStore for EmbeddedResults {
     async fn save_checkpoint(&self, name: &str, checkpoint: &Checkpoint) -> PortResult<()> {
         let positions = serde_json::to_string(&checkpoint.positions)
             .map_err(|e| encode_err("checkpoint positions", e))?;
-        sqlx::query(
-            "INSERT INTO checkpoints (name, positions, state) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET positions = excluded.positions, state = excluded.state",
-        )
-        .bind(name)
-        .bind(positions)
-        .bind(checkpoint.state.as_slice())
-        .execute(&self.db.write)
-        .await
-        .map_err(db_err)?;
+        sqlx::query(sql!("queries/checkpoint_save.sql"))
+            .bind(name)
+            .bind(positions)
+            .bind(checkpoint.state.as_slice())
+            .execute(&self.db.write)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }

@@ -84,11 +84,10 @@ impl Outbox for EmbeddedResults {
     }
 
     async fn next_due(&self) -> PortResult<Option<Ts>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
-                .fetch_one(&self.db.read)
-                .await
-                .map_err(db_err)?;
+        let at: Option<i64> = sqlx::query_scalar(sql!("queries/outbox_next_due.sql"))
+            .fetch_one(&self.db.read)
+            .await
+            .map_err(db_err)?;
         Ok(at.map(Ts))
     }
 
@@ -112,45 +111,37 @@ impl Outbox for EmbeddedResults {
     }
 
     async fn schedule_retry(&self, id: &str, attempts: u32, at: Ts, error: &str) -> PortResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? \
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(i64::from(attempts))
-        .bind(at.millis())
-        .bind(error)
-        .bind(id)
-        .execute(&self.db.write)
-        .await
-        .map_err(db_err)?;
+        sqlx::query(sql!("queries/outbox_schedule_retry.sql"))
+            .bind(i64::from(attempts))
+            .bind(at.millis())
+            .bind(error)
+            .bind(id)
+            .execute(&self.db.write)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
     async fn dead_letter(&self, id: &str, attempts: u32, error: &str, now: Ts) -> PortResult<()> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'dead', attempts = ?, last_error = ?, finished_at = ? \
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(now.millis())
-        .bind(id)
-        .execute(&self.db.write)
-        .await
-        .map_err(db_err)?;
+        sqlx::query(sql!("queries/outbox_dead_letter.sql"))
+            .bind(i64::from(attempts))
+            .bind(error)
+            .bind(now.millis())
+            .bind(id)
+            .execute(&self.db.write)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
     /// Newest first.
     async fn dead_letters(&self, limit: usize) -> PortResult<Vec<DeadLetter>> {
-        let rows: Vec<(String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, event, attempts, last_error, finished_at FROM outbox \
-             WHERE status = 'dead' ORDER BY finished_at DESC, id LIMIT ?",
-        )
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.db.read)
-        .await
-        .map_err(db_err)?;
+        let rows: Vec<(String, String, i64, Option<String>, Option<i64>)> =
+            sqlx::query_as(sql!("queries/outbox_dead_letters.sql"))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.db.read)
+                .await
+                .map_err(db_err)?;
         Ok(rows
             .into_iter()
             .map(|(id, event, attempts, last_error, dead_at)| DeadLetter {

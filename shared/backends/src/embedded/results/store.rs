@@ -1,4 +1,5 @@
-//! [`ResultsStore`] of [`EmbeddedResults`]: aggregates, latest state, alerts.
+//! [`ResultsStore`] of [`EmbeddedResults`]: aggregates, latest state, alerts (forecasts and
+//! late readings in `insights.rs`).
 
 use super::EmbeddedResults;
 use super::outbox::enqueue_in;
@@ -8,7 +9,8 @@ use crate::sqlite::{BEGIN_WRITE, chunks, multi_row, to_u64};
 use async_trait::async_trait;
 use iotstream_core::ports::{AckOutcome, PortResult, ResultsStore, SeriesPoint};
 use iotstream_core::{
-    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, PortError, Ts,
+    Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, Forecast, LateReading, LatestState,
+    PortError, Ts,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -157,21 +159,19 @@ impl ResultsStore for EmbeddedResults {
     }
 
     async fn latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>> {
-        let row: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT device_id, last_seen, metrics FROM latest WHERE device_id = ?")
-                .bind(device.as_str())
-                .fetch_optional(&self.db.read)
-                .await
-                .map_err(db_err)?;
+        let row: Option<(String, i64, String)> = sqlx::query_as(sql!("queries/latest_get.sql"))
+            .bind(device.as_str())
+            .fetch_optional(&self.db.read)
+            .await
+            .map_err(db_err)?;
         row.map(|(d, t, m)| decode_latest(d, t, &m)).transpose()
     }
 
     async fn all_latest(&self) -> PortResult<Vec<LatestState>> {
-        let rows: Vec<(String, i64, String)> =
-            sqlx::query_as("SELECT device_id, last_seen, metrics FROM latest ORDER BY device_id")
-                .fetch_all(&self.db.read)
-                .await
-                .map_err(db_err)?;
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(sql!("queries/latest_all.sql"))
+            .fetch_all(&self.db.read)
+            .await
+            .map_err(db_err)?;
         rows.into_iter()
             .map(|(d, t, m)| decode_latest(d, t, &m))
             .collect()
@@ -190,20 +190,14 @@ impl ResultsStore for EmbeddedResults {
                 "series step must be positive, got {step_ms} ms"
             )));
         }
-        let rows: Vec<(i64, i64, f64, f64, f64)> = sqlx::query_as(
-            "SELECT window_start, count, min, max, sum FROM window_aggregates \
-             WHERE device_id = ?1 AND metric = ?2 AND window_start >= ?3 AND window_start < ?4 \
-             AND window_ms = (SELECT MIN(window_ms) FROM window_aggregates \
-                              WHERE device_id = ?1 AND metric = ?2 AND hop_ms = window_ms) \
-             ORDER BY window_start",
-        )
-        .bind(device.as_str())
-        .bind(metric)
-        .bind(from.millis())
-        .bind(to.millis())
-        .fetch_all(&self.db.read)
-        .await
-        .map_err(db_err)?;
+        let rows: Vec<(i64, i64, f64, f64, f64)> = sqlx::query_as(sql!("queries/series.sql"))
+            .bind(device.as_str())
+            .bind(metric)
+            .bind(from.millis())
+            .bind(to.millis())
+            .fetch_all(&self.db.read)
+            .await
+            .map_err(db_err)?;
         let rows = rows.into_iter().map(|(ws, count, min, max, sum)| AggregateRow {
             window_start: Ts(ws),
             count: to_u64(count),
@@ -243,7 +237,7 @@ impl ResultsStore for EmbeddedResults {
     }
 
     async fn alert(&self, id: &str) -> PortResult<Option<Alert>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ?")
+        let body: Option<String> = sqlx::query_scalar(sql!("queries/alert_get.sql"))
             .bind(id)
             .fetch_optional(&self.db.read)
             .await
@@ -253,7 +247,7 @@ impl ResultsStore for EmbeddedResults {
 
     async fn ack_alert(&self, id: &str, now: Ts) -> PortResult<AckOutcome> {
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ?")
+        let body: Option<String> = sqlx::query_scalar(sql!("queries/alert_get.sql"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
@@ -272,5 +266,33 @@ impl ResultsStore for EmbeddedResults {
         enqueue_in(&mut tx, std::slice::from_ref(&event), now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(AckOutcome::Acknowledged(alert))
+    }
+
+    async fn insert_forecasts(&self, forecasts: &[Forecast]) -> PortResult<()> {
+        self.insert_forecasts_in(forecasts).await
+    }
+
+    async fn insert_late_readings(&self, late: &[LateReading]) -> PortResult<()> {
+        self.insert_late_readings_in(late).await
+    }
+
+    async fn forecasts(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<Forecast>> {
+        self.forecasts_in(device, from, to, limit).await
+    }
+
+    async fn late_readings(
+        &self,
+        device: Option<&DeviceId>,
+        from: Ts,
+        to: Ts,
+        limit: usize,
+    ) -> PortResult<Vec<LateReading>> {
+        self.late_readings_in(device, from, to, limit).await
     }
 }

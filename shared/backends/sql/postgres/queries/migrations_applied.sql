@@ -1,0 +1,1 @@
+SELECT version FROM iotstream_migrations

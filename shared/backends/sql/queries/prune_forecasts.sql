@@ -1,0 +1,2 @@
+-- Retention: forecasts made before the cutoff ($1).
+DELETE FROM forecasts WHERE at < $1
