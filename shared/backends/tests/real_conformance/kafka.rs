@@ -1,13 +1,15 @@
 //! The Kafka engine's own checks (a module of `real_conformance`): the bus conformance suite,
-//! the split sink over Kafka, dead letters with headers, and a broker that is down.
+//! the split sink over Kafka, dead letters with headers, a broker that is down, and a fenced
+//! consumer that replaces itself.
 
 use super::*;
 use iotstream_backends::SplitSink;
 use iotstream_backends::embedded::EmbeddedTelemetryStore;
 use iotstream_backends::kafka::KafkaBus;
-use iotstream_core::ports::{Delivered, TelemetryStore};
+use iotstream_core::ports::{Delivered, Record, TelemetryStore};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn bus() -> KafkaBus {
@@ -78,6 +80,68 @@ async fn dead_letters_carry_the_reason_and_origin_in_headers() {
     assert_eq!(get("iotstream-dead-letter-topic"), Some(topic));
     assert_eq!(get("iotstream-dead-letter-partition").as_deref(), Some("2"));
     assert_eq!(get("iotstream-dead-letter-offset").as_deref(), Some("41"));
+}
+
+/// librdkafka makes a static member that the broker fences (FENCED_INSTANCE_ID, e.g. after
+/// its session timed out during a broker stall) unusable for good; the consumer replaces
+/// it and reads on from where it stood. On librdkafka's mock cluster, which can fail the
+/// member's heartbeats on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_consumer_replaces_itself_and_reads_on() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("fenced", 2, 1).unwrap();
+    let urls = BackendUrls {
+        settings: [("IOTSTREAM_KAFKA_INSTANCE_ID".to_owned(), "fenced".to_owned())].into(),
+        ..BackendUrls::default()
+    };
+    let bus = KafkaBus::connect(&format!("kafka://{}", cluster.bootstrap_servers()), &urls).unwrap();
+    let send = |from: usize| {
+        let records: Vec<Record> = (from..from + 5)
+            .map(|i| Record {
+                key: format!("dev-{i}"),
+                value: format!("r{i}").into_bytes(),
+            })
+            .collect();
+        let bus = bus.clone();
+        async move { bus.publish("fenced", &records).await.unwrap() }
+    };
+    let values = |records: Vec<Delivered>| -> BTreeSet<String> {
+        records
+            .into_iter()
+            .map(|d| String::from_utf8(d.value).unwrap())
+            .collect()
+    };
+    let mut consumer = bus.subscribe("g", "fenced").await.unwrap();
+    send(0).await;
+    let first = conformance::bus::drain(consumer.as_mut(), 5).await;
+    assert_eq!(values(first), (0..5).map(|i| format!("r{i}")).collect());
+
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID],
+    );
+    let deadline = std::time::Instant::now() + conformance::bus::PATIENCE;
+    let err = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member was never fenced"
+        );
+        if let Err(e) = consumer.poll(10, Duration::from_millis(200)).await {
+            break e;
+        }
+    };
+    assert!(
+        err.is_retryable() && err.to_string().to_lowercase().contains("fatal"),
+        "a retryable error that says the consumer hit a fatal error: {err}"
+    );
+
+    // Nothing was committed: the new member is given the partitions at the group's start,
+    // and still returns only what this consumer had not returned yet.
+    send(5).await;
+    let after = conformance::bus::drain(consumer.as_mut(), 5).await;
+    assert_eq!(values(after), (5..10).map(|i| format!("r{i}")).collect());
 }
 
 #[tokio::test]
