@@ -10,9 +10,17 @@
 //! * A partition that comes back after a rebalance resumes where this member's reading stood,
 //!   not at the group's (possibly older) committed offset: records already returned are never
 //!   returned again by the same member, which is what analyze's in-memory state needs.
+//! * A fatal error leaves a librdkafka consumer unusable for good: it delivers nothing more
+//!   and never rejoins its group. librdkafka raises one when the broker fences a static member
+//!   (`FENCED_INSTANCE_ID`), which happens to a member whose session timed out while the broker
+//!   was unreachable or stalled (librdkafka issue #3437). The next call replaces the librdkafka
+//!   consumer with a new member of the same group (same instance id), keeping this member's
+//!   positions and seeks, and fails once (retryably) saying so; the caller's next calls read
+//!   on as after a rebalance.
 
 use super::{KafkaSettings, QUERY_TIMEOUT, blocking, kafka_err};
 use async_trait::async_trait;
+use iotstream_core::PortError;
 use iotstream_core::ports::{Consumer, Delivered, PortResult, Position};
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::Message;
@@ -23,6 +31,9 @@ use std::time::Duration;
 
 pub struct KafkaConsumer {
     consumer: Arc<StreamConsumer>,
+    /// What a replacement member is created from (see [`KafkaConsumer::renew_if_fatal`]).
+    settings: Arc<KafkaSettings>,
+    group: String,
     /// The topic as named on the broker (with the prefix) and as the caller knows it.
     broker_topic: String,
     topic: String,
@@ -32,23 +43,52 @@ pub struct KafkaConsumer {
     pending: BTreeMap<u32, Pending>,
 }
 
+/// A librdkafka group member of `group` subscribed to `topic`.
+fn member(settings: &KafkaSettings, group: &str, topic: &str) -> PortResult<StreamConsumer> {
+    let consumer: StreamConsumer = settings
+        .consumer(group, topic)
+        .create()
+        .map_err(|e| kafka_err("consumer", &e))?;
+    consumer
+        .subscribe(&[&settings.topic(topic)])
+        .map_err(|e| kafka_err("subscribe", &e))?;
+    Ok(consumer)
+}
+
 impl KafkaConsumer {
-    pub fn subscribe(settings: &KafkaSettings, group: &str, topic: &str) -> PortResult<Self> {
-        let consumer: StreamConsumer = settings
-            .consumer(group, topic)
-            .create()
-            .map_err(|e| kafka_err("consumer", &e))?;
-        let broker_topic = settings.topic(topic);
-        consumer
-            .subscribe(&[&broker_topic])
-            .map_err(|e| kafka_err("subscribe", &e))?;
+    pub fn subscribe(settings: Arc<KafkaSettings>, group: &str, topic: &str) -> PortResult<Self> {
+        let consumer = member(&settings, group, topic)?;
         Ok(KafkaConsumer {
             consumer: Arc::new(consumer),
-            broker_topic,
+            broker_topic: settings.topic(topic),
+            settings,
+            group: group.to_owned(),
             topic: topic.to_owned(),
             positions: BTreeMap::new(),
             pending: BTreeMap::new(),
         })
+    }
+
+    /// Replaces the librdkafka consumer when it has hit a fatal error (see the module doc), and
+    /// then fails once, retryably, so the caller logs what happened and calls again. This
+    /// member's positions are kept; seeks issued on the old consumer are issued again.
+    fn renew_if_fatal(&mut self) -> PortResult<()> {
+        let Some((_, reason)) = self.consumer.client().fatal_error() else {
+            return Ok(());
+        };
+        let fresh = member(&self.settings, &self.group, &self.topic)?;
+        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+        for p in self.pending.values_mut() {
+            p.issued = false;
+        }
+        // Dropping a librdkafka consumer waits for it to close: off the async workers.
+        tokio::task::spawn_blocking(move || drop(old));
+        Err(PortError::unavailable(format!(
+            "kafka consumer of {} in group {} hit a fatal error ({reason}); replaced it with a new \
+             group member (if this repeats, another consumer may use the same \
+             IOTSTREAM_KAFKA_INSTANCE_ID)",
+            self.topic, self.group
+        )))
     }
 
     /// Partitions of our topic this member owns now.
@@ -180,6 +220,7 @@ impl Consumer for KafkaConsumer {
         if max == 0 {
             return Ok(out);
         }
+        self.renew_if_fatal()?;
         let deadline = tokio::time::Instant::now() + wait;
         while out.len() < max {
             // Wait for the first record; after that, take only what is already fetched.
@@ -190,7 +231,11 @@ impl Consumer for KafkaConsumer {
             };
             let msg = match tokio::time::timeout_at(until, self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(Err(e)) if out.is_empty() => return Err(kafka_err("poll", &e)),
+                Ok(Err(e)) if out.is_empty() => {
+                    // A fatal error is reported once, by the replacement.
+                    self.renew_if_fatal()?;
+                    return Err(kafka_err("poll", &e));
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "kafka poll error after a partial batch");
                     break;
@@ -224,6 +269,7 @@ impl Consumer for KafkaConsumer {
         if self.positions.is_empty() {
             return Ok(());
         }
+        self.renew_if_fatal()?;
         let assigned = self.assigned().await?;
         // Positions of partitions taken away by a rebalance are no longer ours to commit.
         self.positions.retain(|p, _| assigned.contains(p));
@@ -251,6 +297,7 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn seek(&mut self, positions: &[Position]) -> PortResult<()> {
+        self.renew_if_fatal()?;
         let assigned = self.assigned().await?;
         for p in positions {
             let issued =

@@ -307,7 +307,11 @@ impl EventBus for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> PortResult<Box<dyn Consumer>> {
-        Ok(Box::new(KafkaConsumer::subscribe(&self.settings, group, topic)?))
+        Ok(Box::new(KafkaConsumer::subscribe(
+            self.settings.clone(),
+            group,
+            topic,
+        )?))
     }
 
     async fn lag(&self, group: &str, topic: &str) -> PortResult<u64> {
