@@ -9,11 +9,14 @@
 //! - A partition that is no longer in the consumer's positions (revoked by a rebalance) is
 //!   released: its devices' state is dropped; its new owner resumes from its last checkpoint and
 //!   re-publishes what followed, which the idempotent sinks absorb.
+//! - A partition whose records resume past where this instance left off was read by another
+//!   owner meanwhile (it went away and came back between two checkpoints, so the release above
+//!   never ran): its state here is stale, so it is dropped and the checkpoint loaded instead.
 
 use iotstream_core::PortError;
 use iotstream_core::engine::Engine;
 use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer, Delivered, Position};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -50,6 +53,9 @@ fn key(partition: u32) -> String {
 #[derive(Default)]
 pub struct Owned {
     from: BTreeMap<u32, u64>,
+    /// Partitions whose checkpoint was just loaded: their next records may start past `from`
+    /// (offsets that hold no record), which is not a sign of another owner.
+    loaded: BTreeSet<u32>,
 }
 
 impl Owned {
@@ -71,8 +77,19 @@ impl Owned {
         }
         let mut again: Vec<u32> = Vec::new();
         for (&p, rs) in &groups {
-            if self.from.contains_key(&p) {
-                continue;
+            if let Some(&from) = self.from.get(&p) {
+                let first = rs.first().map_or(from, |r| r.offset);
+                if first <= from || self.loaded.contains(&p) {
+                    continue;
+                }
+                tracing::info!(
+                    partition = p,
+                    from,
+                    first,
+                    "analyze got a partition back that another instance read meanwhile; reloading its checkpoint"
+                );
+                engine.release_partition(p);
+                self.from.remove(&p);
             }
             let name = key(p);
             let loaded = retrying(shutdown, || store.load_checkpoint(&name)).await?;
@@ -113,17 +130,23 @@ impl Owned {
             }
             tracing::debug!(partition = p, from, "analyze owns a partition");
             self.from.insert(p, from);
+            self.loaded.insert(p);
         }
-        Ok(groups
-            .into_iter()
-            .filter(|(p, _)| !again.contains(p))
-            .map(|(p, mut rs)| {
-                let from = self.from[&p];
-                rs.retain(|r| r.offset >= from);
-                (p, rs)
-            })
-            .filter(|(_, rs)| !rs.is_empty())
-            .collect())
+        let mut admitted = Vec::with_capacity(groups.len());
+        for (p, mut rs) in groups {
+            if again.contains(&p) {
+                continue;
+            }
+            let from = self.from.get_mut(&p).expect("owned above");
+            rs.retain(|r| r.offset >= *from);
+            if let Some(last) = rs.last() {
+                // The caller analyses these next: the state reflects them from then on.
+                *from = last.offset + 1;
+                self.loaded.remove(&p);
+                admitted.push((p, rs));
+            }
+        }
+        Ok(admitted)
     }
 
     /// Saves a checkpoint per owned partition and commits; releases revoked partitions. False
@@ -145,6 +168,7 @@ impl Owned {
             tracing::info!(partition = p, "analyze released a partition");
             engine.release_partition(p);
             self.from.remove(&p);
+            self.loaded.remove(&p);
         }
         let mut bytes = 0usize;
         for pos in positions.iter().filter(|x| self.from.contains_key(&x.partition)) {
@@ -164,5 +188,144 @@ impl Owned {
             tracing::warn!(error = %e, "analyze offset commit failed");
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iotstream_backends::{EmbeddedBus, EmbeddedResults};
+    use iotstream_core::model::Insight;
+    use iotstream_core::ports::EventBus;
+    use iotstream_core::rules::Rules;
+    use iotstream_core::{DeviceId, Reading, Ts};
+
+    /// 2026-11-25T10:00:00Z.
+    const T0: i64 = 1_795_600_800_000;
+
+    /// Records of partition 0: one reading of device `d1` per offset, a second apart.
+    fn records(offsets: std::ops::Range<u64>) -> Vec<Delivered> {
+        offsets
+            .map(|o| {
+                let r = Reading {
+                    id: format!("r{o}"),
+                    device_id: DeviceId::parse("d1").unwrap(),
+                    ts: Ts::from_millis(T0 + o as i64 * 1_000),
+                    metrics: [("temperature".to_owned(), 20.0 + o as f64)].into(),
+                    message_id: None,
+                };
+                Delivered {
+                    topic: "telemetry".into(),
+                    partition: 0,
+                    offset: o,
+                    key: "d1".into(),
+                    value: serde_json::to_vec(&r).unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    fn analyse(engine: &mut Engine, rs: &[Delivered]) {
+        let readings: Vec<Reading> = rs
+            .iter()
+            .map(|r| serde_json::from_slice(&r.value).unwrap())
+            .collect();
+        engine.process_in(&readings, 0, Ts::from_millis(T0 + 60_000));
+    }
+
+    /// Readings counted in the engine's 1-minute temperature windows.
+    fn counted(engine: &mut Engine) -> u64 {
+        engine
+            .finish()
+            .insights
+            .iter()
+            .filter_map(|i| match i {
+                Insight::Aggregate(a) if a.metric == "temperature" && a.window_ms == 60_000 => Some(a.count),
+                _ => None,
+            })
+            .sum()
+    }
+
+    struct Instance {
+        engine: Engine,
+        owned: Owned,
+        consumer: Box<dyn Consumer>,
+        store: EmbeddedResults,
+        shutdown: watch::Receiver<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Instance {
+        async fn new() -> (Instance, watch::Sender<bool>) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedResults::open(dir.path()).await.unwrap();
+            let bus = EmbeddedBus::open(dir.path()).await.unwrap();
+            let consumer = bus.subscribe("analyze", "telemetry").await.unwrap();
+            let (tx, shutdown) = watch::channel(false);
+            let me = Instance {
+                engine: Engine::new(Rules::defaults()),
+                owned: Owned::default(),
+                consumer,
+                store,
+                shutdown,
+                _dir: dir,
+            };
+            (me, tx)
+        }
+
+        /// Admits a batch and analyses what was admitted; returns the admitted offsets.
+        async fn take(&mut self, batch: Vec<Delivered>) -> Vec<u64> {
+            let groups = self
+                .owned
+                .admit(
+                    batch,
+                    &mut self.engine,
+                    self.consumer.as_mut(),
+                    &self.store,
+                    &self.shutdown,
+                )
+                .await
+                .unwrap();
+            let mut offsets = Vec::new();
+            for (_, rs) in groups {
+                analyse(&mut self.engine, &rs);
+                offsets.extend(rs.iter().map(|r| r.offset));
+            }
+            offsets
+        }
+    }
+
+    #[tokio::test]
+    async fn redelivered_records_the_state_already_holds_are_dropped() {
+        let (mut me, _tx) = Instance::new().await;
+        assert_eq!(me.take(records(0..4)).await, vec![0, 1, 2, 3]);
+        assert_eq!(me.take(records(2..6)).await, vec![4, 5]);
+        assert_eq!(counted(&mut me.engine), 6);
+    }
+
+    /// The partition went to another instance and came back before this one checkpointed (so
+    /// it was never released here): its records resume past where this instance left off. The
+    /// stale state must give way to the other owner's checkpoint, or the readings that owner
+    /// analysed would be missing from every window from then on.
+    #[tokio::test]
+    async fn a_partition_another_owner_read_meanwhile_resumes_from_its_checkpoint() {
+        let (mut me, _tx) = Instance::new().await;
+        assert_eq!(me.take(records(0..4)).await, vec![0, 1, 2, 3]);
+        let mut other = Engine::new(Rules::defaults());
+        analyse(&mut other, &records(0..8));
+        let cp = Checkpoint {
+            positions: vec![Position {
+                partition: 0,
+                next_offset: 8,
+            }],
+            state: other.snapshot_partition(0),
+        };
+        me.store.save_checkpoint("analyze/p0", &cp).await.unwrap();
+        assert_eq!(me.take(records(8..10)).await, vec![8, 9]);
+        assert_eq!(
+            counted(&mut me.engine),
+            10,
+            "each reading counted once, the other owner's too"
+        );
     }
 }
