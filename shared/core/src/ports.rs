@@ -171,7 +171,9 @@ pub enum AckOutcome {
 /// SQLite).
 #[async_trait]
 pub trait ResultsStore: Send + Sync {
-    /// Upserts by (device, metric, window start): a later emission of a window replaces it.
+    /// Upserts by (device, metric, window size, window start): a later emission of a window
+    /// replaces it unless it holds fewer readings (a window only grows, so that one is stale:
+    /// e.g. from an instance handing its partition over).
     async fn upsert_aggregates(&self, aggregates: &[Aggregate]) -> PortResult<()>;
     /// Keeps, per device, the newest state (by `last_seen`), merging metrics.
     async fn upsert_latest(&self, states: &[LatestState]) -> PortResult<()>;

@@ -66,14 +66,14 @@ pub async fn series_rebuckets_upserted_aggregates(results: &dyn ResultsStore) {
     let m = "temperature";
     results
         .upsert_aggregates(&[
-            agg(&d, m, T, 10, 0.0, 100.0, 500.0),
+            agg(&d, m, T, 1, 0.0, 100.0, 500.0),
             agg(&other, m, T, 7, 7.0, 7.0, 49.0),
         ])
         .await
         .expect("upsert");
     results
         .upsert_aggregates(&[
-            agg(&d, m, T, 2, 1.0, 3.0, 4.0), // replaces the first emission of this window
+            agg(&d, m, T, 2, 1.0, 3.0, 4.0), // more readings: replaces the first emission
             agg(&d, m, T + 60_000, 1, 0.5, 0.5, 0.5),
             agg(&d, m, T + 120_000, 3, 2.0, 8.0, 15.0),
             agg(&d, m, T + 180_000, 1, 10.0, 10.0, 10.0),
@@ -124,6 +124,17 @@ pub async fn series_rebuckets_upserted_aggregates(results: &dyn ResultsStore) {
     );
     let err = series(T, T + 60_000, 0).await.expect_err("step 0");
     assert_eq!(err.kind, PortErrorKind::Invalid);
+    // A window never goes back to fewer readings: a stale emission (an instance handing its
+    // partition over, a replay from an older checkpoint) is ignored.
+    results
+        .upsert_aggregates(&[agg(&d, m, T, 1, 9.0, 9.0, 9.0)])
+        .await
+        .expect("upsert");
+    assert_eq!(
+        series(T, T + 60_000, 60_000).await.expect("series"),
+        [point(T, 2, 1.0, 3.0, 2.0)],
+        "the stored window with more readings stays"
+    );
 }
 
 /// Tumbling and hopping windows with the same start are different rows; a series counts each

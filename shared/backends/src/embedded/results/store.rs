@@ -73,7 +73,7 @@ impl ResultsStore for EmbeddedResults {
                 " ON CONFLICT (device_id, metric, window_ms, window_start) DO UPDATE SET \
                  hop_ms = excluded.hop_ms, count = excluded.count, min = excluded.min, max = excluded.max, \
                  sum = excluded.sum, stddev = excluded.stddev, p50 = excluded.p50, p95 = excluded.p95, \
-                 p99 = excluded.p99",
+                 p99 = excluded.p99 WHERE excluded.count >= window_aggregates.count",
             );
             let mut q = sqlx::query(&sql);
             for a in chunk {
