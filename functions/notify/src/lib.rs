@@ -117,7 +117,11 @@ pub const CONCURRENCY: usize = 16;
 
 /// Sends every delivery due at `now`: events of different alerts concurrently (up to
 /// [`CONCURRENCY`]), events of one alert in order — a later event waits while an earlier one is
-/// being retried. Successes are marked delivered in one write. `jitter` yields numbers in [0, 1).
+/// being retried. `jitter` yields numbers in [0, 1).
+///
+/// Successes are marked delivered one chunk at a time, each chunk's write overlapping the next
+/// chunk's requests (a burst of alerts is not held up by one database commit per chunk). A
+/// crash therefore re-sends at most the last two chunks' deliveries (same delivery ids).
 pub async fn deliver_due(
     deps: &Deps<'_>,
     now: Ts,
@@ -134,10 +138,12 @@ pub async fn deliver_due(
         }
     }
     let mut report = Report::default();
+    let mut delivered: Vec<String> = Vec::new();
     for chunk in groups.chunks(CONCURRENCY) {
-        // Marked per chunk, so a crash re-sends at most one chunk's deliveries.
-        let mut delivered = Vec::new();
-        let outcomes = futures::future::join_all(chunk.iter().map(|g| send_in_order(deps, g))).await;
+        let marking = mark_delivered(deps, std::mem::take(&mut delivered), now);
+        let sending = futures::future::join_all(chunk.iter().map(|g| send_in_order(deps, g)));
+        let (marked, outcomes) = tokio::join!(marking, sending);
+        report.delivered += marked?;
         for (group, (ok, failure)) in chunk.iter().zip(outcomes) {
             delivered.extend(group[..ok].iter().map(|p| p.id.clone()));
             if let Some(e) = failure {
@@ -172,11 +178,19 @@ pub async fn deliver_due(
                 }
             }
         }
-        deps.outbox.mark_delivered(&delivered, now).await?;
-        metrics::counter!("iotstream_webhook_delivered_total").increment(delivered.len() as u64);
-        report.delivered += delivered.len();
     }
+    report.delivered += mark_delivered(deps, delivered, now).await?;
     Ok(report)
+}
+
+/// Marks sent deliveries delivered (one write); returns how many.
+async fn mark_delivered(deps: &Deps<'_>, ids: Vec<String>, now: Ts) -> Result<usize, PortError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    deps.outbox.mark_delivered(&ids, now).await?;
+    metrics::counter!("iotstream_webhook_delivered_total").increment(ids.len() as u64);
+    Ok(ids.len())
 }
 
 /// Sends one alert's due events in order; returns how many succeeded and the first failure.
@@ -184,6 +198,12 @@ async fn send_in_order(deps: &Deps<'_>, group: &[PendingDelivery]) -> (usize, Op
     for (i, p) in group.iter().enumerate() {
         if let Err(e) = deps.notifier.send(&request(&p.event, deps.secret)).await {
             return (i, Some(e));
+        }
+        if let Some(d) = p
+            .event
+            .opened_delay_secs(Ts::from_system_time(std::time::SystemTime::now()))
+        {
+            metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "delivered").record(d);
         }
     }
     (group.len(), None)
