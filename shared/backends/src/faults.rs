@@ -101,6 +101,10 @@ impl<T: TelemetrySink + ?Sized> TelemetrySink for Faulty<T> {
         self.faults.check("telemetry sink")?;
         self.inner.accept(readings).await
     }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
 }
 
 #[async_trait]

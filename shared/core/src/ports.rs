@@ -37,6 +37,14 @@ pub trait TelemetryStore: Send + Sync {
 #[async_trait]
 pub trait TelemetrySink: Send + Sync {
     async fn accept(&self, readings: &[Reading]) -> PortResult<Vec<bool>>;
+
+    /// How many `accept` calls may run at once. 1 (the default): one at a time, each call
+    /// seeing everything earlier calls wrote. More: calls overlap (one group's lookup while an
+    /// earlier one publishes or stores), so a reading sent twice at the same moment may be
+    /// accepted twice, which analyze's dedup absorbs.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// A record to publish: `key` decides the partition (per-key order is kept).
