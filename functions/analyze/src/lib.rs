@@ -69,8 +69,9 @@ pub fn tick(engine: &mut Engine, now: Ts) -> EngineOutput {
     out
 }
 
-/// Publishes what the engine produced: insights, then alerts. Idempotent downstream, so a retry
-/// after a failure is safe.
+/// Publishes what the engine produced: alerts and insights at once (alerts are on the alert
+/// path; waiting for the insights' acknowledgement first would add a round trip). Idempotent
+/// downstream, so a retry after a failure is safe.
 pub async fn publish(out: &EngineOutput, bus: &dyn EventBus) -> Result<(), PortError> {
     let insights: Vec<Record> = out
         .insights
@@ -88,13 +89,27 @@ pub async fn publish(out: &EngineOutput, bus: &dyn EventBus) -> Result<(), PortE
             value: serde_json::to_vec(a).expect("alert"),
         })
         .collect();
-    if !insights.is_empty() {
-        bus.publish(topics::INSIGHTS, &insights).await?;
-    }
-    if !alerts.is_empty() {
+    let publish_insights = async {
+        if insights.is_empty() {
+            return Ok(());
+        }
+        bus.publish(topics::INSIGHTS, &insights).await
+    };
+    let publish_alerts = async {
+        if alerts.is_empty() {
+            return Ok(());
+        }
         bus.publish(topics::ALERTS, &alerts).await?;
+        let now = Ts::from_system_time(std::time::SystemTime::now());
+        for a in &out.alerts {
+            if let Some(d) = a.opened_delay_secs(now) {
+                metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "published").record(d);
+            }
+        }
         metrics::counter!("iotstream_alert_transitions_total").increment(alerts.len() as u64);
-    }
+        Ok(())
+    };
+    tokio::try_join!(publish_alerts, publish_insights)?;
     Ok(())
 }
 

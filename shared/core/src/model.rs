@@ -154,6 +154,13 @@ impl AlertEvent {
         }
     }
 
+    /// For an `opened` event: seconds from the reading that opened the alert (its event time) to
+    /// `now`. What the `iotstream_alert_delay_seconds` metric records at each stage.
+    pub fn opened_delay_secs(&self, now: Ts) -> Option<f64> {
+        (self.event == AlertEventKind::Opened)
+            .then(|| (now.millis() - self.alert.opened_at.millis()).max(0) as f64 / 1000.0)
+    }
+
     /// The webhook body of CONTRACT §4: `{"event": ..., "alert": {...}}`; signed with
     /// [`webhook_signature`].
     pub fn webhook_body(&self) -> serde_json::Value {

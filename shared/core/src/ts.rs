@@ -23,6 +23,12 @@ impl Ts {
         Ts((dt.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
+    /// A system clock reading (times before the epoch become the epoch).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ts(since.as_millis() as i64)
+    }
+
     /// Parses RFC 3339 (any offset, normalised to UTC).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
         Self::parse_canonical(s).or_else(|| OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime))
