@@ -27,7 +27,7 @@ use crate::connect::{BackendUrls, parse_ttl};
 use async_trait::async_trait;
 use azure_data_cosmos::models::ContainerProperties;
 use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, CosmosClient, CosmosError, Query, RoutingStrategy,
+    AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, Query, RoutingStrategy,
 };
 use futures::{StreamExt, TryStreamExt};
 use iotstream_core::ports::{PortResult, TelemetryStore};
@@ -188,7 +188,16 @@ impl CosmosStore {
             .setting("IOTSTREAM_COSMOS_REGION")
             .unwrap_or("East US")
             .to_owned();
+        // A runtime of its own: the SDK's global runtime caches each container, by endpoint,
+        // database and name, together with the credential of the client that opened it first,
+        // and signs every later client's requests to that container with it (an Entra ID
+        // store would use another store's key).
+        let runtime = CosmosRuntime::builder()
+            .build()
+            .await
+            .map_err(|e| cosmos_err("runtime", &e))?;
         let client = CosmosClient::builder()
+            .with_runtime(runtime)
             .build(account, RoutingStrategy::ProximityTo(region.into()))
             .await
             .map_err(|e| cosmos_err("connect", &e))?;
