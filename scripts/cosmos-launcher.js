@@ -14,6 +14,20 @@
 //   5. (plain-HTTP mode only, unused here: we serve HTTPS);
 //   6. query plans: a pass-through plan over the single range (the package cannot plan), so
 //      ORDER BY, TOP and single-partition queries work.
+//
+// In front of the package's request handler, a gate that makes the same server a minimal
+// Microsoft Entra ID token endpoint and checks Entra ID (AAD) authorization, so the workload
+// identity path of the Cosmos DB store is tested for real:
+//   7. POST /<tenant>/oauth2/v2.0/token (what azure_identity's WorkloadIdentityCredential sends
+//      to AZURE_AUTHORITY_HOST: grant_type=client_credentials, client_assertion_type=jwt-bearer,
+//      client_assertion = the federated token file, client_id, scope) answers a token response
+//      with a token of its own; a missing or blank assertion gets 401 invalid_client, other
+//      missing fields 400 invalid_request (Entra's error shape);
+//   8. a request authorized as `type=aad&ver=1.0&sig=TOKEN` gets 401 unless this server issued
+//      TOKEN; every other request (key-signed `type=master` ones included) passes as before,
+//      its signature unchecked;
+//   9. GET /__test/auth answers what was seen (JSON): requests per authorization type in total
+//      and per database (by the /dbs/<id> of the path), and token requests per client id.
 "use strict";
 
 const fs = require("fs");
@@ -118,11 +132,115 @@ wrap("batch-documents", (original) => async (account, req, res, params) => {
   return original(account, req, res, params);
 });
 
+// 7, 8 and 9. The Entra ID token endpoint, the AAD check and the counts.
+const crypto = require("crypto");
+const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const issued = new Set();
+const seen = { requests: { key: 0, aad: 0, rejected: 0, other: 0 }, databases: {}, clients: {} };
+
+function json(res, status, body) {
+  res.statusCode = status;
+  res.setHeader("content-type", "application/json");
+  res.end(JSON.stringify(body));
+}
+
+// Entra's error shape, description with the trace lines real Entra appends.
+function entraError(res, status, error, code, description) {
+  const traceId = crypto.randomUUID();
+  json(res, status, {
+    error,
+    error_description: `AADSTS${code}: ${description}\r\nTrace ID: ${traceId}\r\nTimestamp: ${new Date().toISOString()}`,
+    error_codes: [code],
+    timestamp: new Date().toISOString(),
+    trace_id: traceId,
+    correlation_id: crypto.randomUUID(),
+  });
+}
+
+async function token(req, res, tenant) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  const form = new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
+  const clientId = form.get("client_id") || "";
+  const client = (seen.clients[clientId] ||= { tenant, scopes: [], issued: 0, refused: 0 });
+  const refuse = (status, error, code, description) => {
+    client.refused += 1;
+    entraError(res, status, error, code, description);
+  };
+  if (form.get("grant_type") !== "client_credentials") {
+    return refuse(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+  }
+  if (!clientId) return refuse(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.");
+  if (!form.get("scope")) return refuse(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.");
+  if (form.get("client_assertion_type") !== ASSERTION_TYPE) {
+    return refuse(400, "invalid_request", 50027, "Invalid client_assertion_type.");
+  }
+  const assertion = (form.get("client_assertion") || "").trim();
+  if (!assertion) return refuse(401, "invalid_client", 50027, "JWT token is invalid or malformed.");
+  const access = `aad-${crypto.createHash("sha256").update(assertion).digest("hex").slice(0, 12)}-${crypto.randomBytes(16).toString("hex")}`;
+  issued.add(access);
+  client.tenant = tenant;
+  client.issued += 1;
+  if (!client.scopes.includes(form.get("scope"))) client.scopes.push(form.get("scope"));
+  json(res, 200, { token_type: "Bearer", expires_in: 3599, ext_expires_in: 3599, access_token: access });
+}
+
+// The authorization type of a Cosmos DB request and, for AAD, whether this server issued its token.
+function authorization(req) {
+  const header = req.headers["authorization"];
+  if (!header) return "other";
+  let decoded = header;
+  try {
+    decoded = decodeURIComponent(header);
+  } catch (_) {
+    // not URL-encoded: read as it is
+  }
+  const fields = new URLSearchParams(decoded);
+  switch (fields.get("type")) {
+    case "master":
+      return "key";
+    case "aad":
+      return issued.has(fields.get("sig")) ? "aad" : "rejected";
+    default:
+      return "other";
+  }
+}
+
+function count(req, kind) {
+  seen.requests[kind] += 1;
+  const m = /^\/dbs\/([^/?]+)/.exec(req.url);
+  if (m) {
+    const db = decodeURIComponent(m[1]);
+    const counts = (seen.databases[db] ||= { key: 0, aad: 0, rejected: 0, other: 0 });
+    counts[kind] += 1;
+  }
+}
+
 const { createHttpsServer } = require("@vercel/cosmosdb-server");
 const server = createHttpsServer({
   cert: fs.readFileSync(certFile),
   key: fs.readFileSync(keyFile),
   keepAlive: true,
+});
+const cosmos = server.listeners("request");
+server.removeAllListeners("request");
+server.on("request", (req, res) => {
+  const url = req.url.split("?")[0];
+  const tokenPath = /^\/([^/]+)\/oauth2\/v2\.0\/token$/.exec(url);
+  if (tokenPath && req.method === "POST") {
+    token(req, res, decodeURIComponent(tokenPath[1])).catch((err) => json(res, 500, { error: String(err) }));
+    return;
+  }
+  if (url === "/__test/auth" && req.method === "GET") return json(res, 200, seen);
+  const kind = authorization(req);
+  count(req, kind);
+  if (kind === "rejected") {
+    return json(res, 401, {
+      code: "Unauthorized",
+      message: "The input authorization token can't serve the request. The wrong key is being used or the token was not issued by this server.",
+    });
+  }
+  for (const handle of cosmos) handle.call(server, req, res);
 });
 server.keepAliveTimeout = 60000;
 server.listen(Number(port), "127.0.0.1", () => {

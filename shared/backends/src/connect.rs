@@ -44,7 +44,8 @@ pub struct Backends {
 
 /// Backend URLs; `None` (or `"embedded"`) selects the embedded engine. `settings` holds the
 /// engines' other options by environment name (`IOTSTREAM_KAFKA_*`, `IOTSTREAM_COSMOS_*`,
-/// `IOTSTREAM_REDIS_*`), gathered once by the binary. `Debug` shows no value: URLs and settings
+/// `IOTSTREAM_REDIS_*`, and the [`AZURE_IDENTITY_SETTINGS`] of Cosmos DB's workload identity),
+/// gathered once by the binary. `Debug` shows no value: URLs and settings
 /// may hold passwords and keys.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct BackendUrls {
@@ -72,14 +73,26 @@ impl std::fmt::Debug for BackendUrls {
     }
 }
 
+/// The Azure variables the Cosmos DB store reads (from the settings) for Entra ID workload
+/// identity: the ones AKS's workload identity webhook sets, and the authority host of another
+/// cloud.
+pub const AZURE_IDENTITY_SETTINGS: [&str; 4] = [
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+];
+
 impl BackendUrls {
-    /// Every setting of the environment whose name starts with one of the engines' prefixes.
+    /// Every setting of the environment whose name starts with one of the engines' prefixes, and
+    /// the [`AZURE_IDENTITY_SETTINGS`].
     pub fn settings_from_env() -> BTreeMap<String, String> {
         std::env::vars()
             .filter(|(k, _)| {
                 ["IOTSTREAM_KAFKA_", "IOTSTREAM_COSMOS_", "IOTSTREAM_REDIS_"]
                     .iter()
                     .any(|p| k.starts_with(p))
+                    || AZURE_IDENTITY_SETTINGS.contains(&k.as_str())
             })
             .collect()
     }

@@ -312,6 +312,10 @@ mod redis_cache {
 mod kafka;
 
 #[cfg(feature = "cosmos")]
+#[path = "real_conformance/cosmos_entra.rs"]
+mod cosmos_entra;
+
+#[cfg(feature = "cosmos")]
 mod cosmos {
     use super::*;
     use iotstream_backends::cosmos::CosmosStore;

@@ -16,7 +16,9 @@
 //! * TTL: `IOTSTREAM_COSMOS_TTL` (e.g. `30d`) sets the container's default time to live when it
 //!   is created; unset, readings are kept.
 //! * Authentication: the account key (`IOTSTREAM_COSMOS_KEY`), else Entra ID: workload identity
-//!   on AKS when `AZURE_FEDERATED_TOKEN_FILE` is set, otherwise managed identity
+//!   on AKS when `AZURE_FEDERATED_TOKEN_FILE` is set (with `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`
+//!   and, for another cloud, `AZURE_AUTHORITY_HOST`: the variables AKS's webhook sets, read from
+//!   the settings, which the binary gathers from its environment), otherwise managed identity
 //!   (`IOTSTREAM_COSMOS_CLIENT_ID` picks a user-assigned one). The key is never logged.
 //!
 //! URLs: `cosmos://host:port` and `cosmos+https://host[:port]` both mean `https://host:port/`.
@@ -25,7 +27,7 @@ use crate::connect::{BackendUrls, parse_ttl};
 use async_trait::async_trait;
 use azure_data_cosmos::models::ContainerProperties;
 use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, CosmosClient, CosmosError, Query, RoutingStrategy,
+    AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, Query, RoutingStrategy,
 };
 use futures::{StreamExt, TryStreamExt};
 use iotstream_core::ports::{PortResult, TelemetryStore};
@@ -98,7 +100,26 @@ fn cosmos_err(what: &str, e: &CosmosError) -> PortError {
     } else {
         PortErrorKind::Internal
     };
-    PortError::new(kind, format!("cosmos db {what} (status {code}): {e}"))
+    PortError::new(
+        kind,
+        format!("cosmos db {what} (status {code}): {}", with_causes(e)),
+    )
+}
+
+/// An error and its causes, each once: the SDK's own message often leaves out why (a refused
+/// Entra ID token shows only as "failed to acquire AAD token").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(more.trim()) {
+            text.push_str(": ");
+            text.push_str(more.trim());
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The endpoint of a `cosmos://` or `cosmos+https://` URL.
@@ -167,7 +188,16 @@ impl CosmosStore {
             .setting("IOTSTREAM_COSMOS_REGION")
             .unwrap_or("East US")
             .to_owned();
+        // A runtime of its own: the SDK's global runtime caches each container, by endpoint,
+        // database and name, together with the credential of the client that opened it first,
+        // and signs every later client's requests to that container with it (an Entra ID
+        // store would use another store's key).
+        let runtime = CosmosRuntime::builder()
+            .build()
+            .await
+            .map_err(|e| cosmos_err("runtime", &e))?;
         let client = CosmosClient::builder()
+            .with_runtime(runtime)
             .build(account, RoutingStrategy::ProximityTo(region.into()))
             .await
             .map_err(|e| cosmos_err("connect", &e))?;
@@ -209,11 +239,31 @@ impl CosmosStore {
     }
 }
 
+/// The Entra ID credential: workload identity when a federated token file is set, else managed
+/// identity. Workload identity takes `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+/// `AZURE_FEDERATED_TOKEN_FILE` and `AZURE_AUTHORITY_HOST` from the settings (the binary gathers
+/// them from its environment, where AKS's webhook puts them) and hands them to the SDK as
+/// options, so one process can hold stores with different identities and tests need not change
+/// the process environment. A setting that is absent is left to the SDK, which reads the
+/// environment variable of the same name.
 fn entra_credential(urls: &BackendUrls) -> PortResult<Arc<dyn azure_core::credentials::TokenCredential>> {
     let cred_err =
         |e: azure_core::Error| PortError::config(format!("cosmos db: no Entra ID credential: {e}"));
-    if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-        return Ok(azure_identity::WorkloadIdentityCredential::new(None).map_err(cred_err)?);
+    if let Some(token_file) = urls.setting("AZURE_FEDERATED_TOKEN_FILE") {
+        let mut credential_options = azure_identity::ClientAssertionCredentialOptions::default();
+        if let Some(host) = urls.setting("AZURE_AUTHORITY_HOST") {
+            // `CustomConfiguration` is non-exhaustive: no struct literal outside azure_core.
+            let mut cloud = azure_core::cloud::CustomConfiguration::default();
+            cloud.authority_host = host.to_owned();
+            credential_options.client_options.cloud = Some(Arc::new(cloud.into()));
+        }
+        let options = azure_identity::WorkloadIdentityCredentialOptions {
+            credential_options,
+            client_id: urls.setting("AZURE_CLIENT_ID").map(str::to_owned),
+            tenant_id: urls.setting("AZURE_TENANT_ID").map(str::to_owned),
+            token_file_path: Some(token_file.into()),
+        };
+        return Ok(azure_identity::WorkloadIdentityCredential::new(Some(options)).map_err(cred_err)?);
     }
     let options = urls.setting("IOTSTREAM_COSMOS_CLIENT_ID").map(|id| {
         azure_identity::ManagedIdentityCredentialOptions {
