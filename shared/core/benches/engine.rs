@@ -20,6 +20,9 @@
 //!
 //! Allocator: mimalloc, as in the `iotstream` binary.
 //!
+//! `IOTSTREAM_BENCH_DEVICES` changes the fleet size (e.g. 1000: the whole state fits in the
+//! CPU caches, which shows how much of the cost is memory).
+//!
 //! Run (short):
 //! `CARGO_TARGET_DIR=$HOME/.cache/iotstream-target cargo bench -p iotstream-core --bench engine -- --warm-up-time 1 --measurement-time 3`
 
@@ -35,7 +38,19 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const DEVICES: u64 = 10_000;
+const DEVICES_DEFAULT: u64 = 10_000;
+
+/// Devices in the fleet: `IOTSTREAM_BENCH_DEVICES` overrides the default (to see how the
+/// engine's speed depends on how much of its state fits in the CPU's caches).
+fn devices() -> u64 {
+    static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("IOTSTREAM_BENCH_DEVICES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEVICES_DEFAULT)
+    })
+}
 const METRICS: u64 = 4;
 const BATCH: usize = 5_000;
 /// Rounds (one reading per device, 1 s of event time) of warm-up; `IOTSTREAM_BENCH_WARM_ROUNDS`
@@ -64,7 +79,7 @@ fn noise(seed: u64) -> f64 {
 
 /// An endless, deterministic stream of readings from the fleet.
 struct Fleet {
-    /// Index of the next reading: `round * DEVICES + slot`.
+    /// Index of the next reading: `round * devices() + slot`.
     next: u64,
     limits: Limits,
     body: String,
@@ -87,8 +102,8 @@ impl Fleet {
         self.body.clear();
         let mut newest = 0;
         for i in self.next..self.next + BATCH as u64 {
-            let (round, slot) = (i / DEVICES, i % DEVICES);
-            let device = slot * STRIDE % DEVICES;
+            let (round, slot) = (i / devices(), i % devices());
+            let device = slot * STRIDE % devices();
             // Per-device clock offset within the second; each device advances exactly 1 s/round.
             let ts = T0_MS + round as i64 * 1_000 + (mix(device) % 1_000) as i64;
             newest = newest.max(ts);
@@ -138,7 +153,7 @@ fn bench_engine(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(WARM_ROUNDS);
-    let warm_batches = warm_rounds * DEVICES / BATCH as u64;
+    let warm_batches = warm_rounds * devices() / BATCH as u64;
     for _ in 0..warm_batches {
         let batch = fleet.next_batch();
         let start = Instant::now();
@@ -154,7 +169,7 @@ fn bench_engine(c: &mut Criterion) {
             }
         }
     }
-    assert_eq!(engine.devices() as u64, DEVICES);
+    assert_eq!(engine.devices() as u64, devices());
     let batch = fleet.next_batch();
     engine.process(&batch, now(&batch));
     let start = Instant::now();
@@ -172,9 +187,10 @@ fn bench_engine(c: &mut Criterion) {
         processed as f64 / busy.as_secs_f64()
     );
     eprintln!(
-        "engine state after warm-up: snapshot {snapshot} bytes for {DEVICES} devices x {METRICS} \
+        "engine state after warm-up: snapshot {snapshot} bytes for {} devices x {METRICS} \
          metrics = {} bytes per device-metric (target <= 2048)",
-        snapshot as u64 / (DEVICES * METRICS)
+        devices(),
+        snapshot as u64 / (devices() * METRICS)
     );
 
     let mut g = c.benchmark_group("engine");

@@ -20,6 +20,7 @@ mod alerting;
 mod codec;
 pub mod detect;
 mod detectors;
+mod ids;
 pub mod sketch;
 mod slot;
 mod state;

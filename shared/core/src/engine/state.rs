@@ -4,6 +4,7 @@
 use super::alerting::{Episode, Opening, human_ms};
 use super::detect::score;
 use super::detectors::threshold_of;
+use super::ids::id_hash;
 use super::slot::Slot;
 use super::window::{Pane, Sink};
 use super::{DEDUP_WINDOW, Output};
@@ -459,18 +460,4 @@ pub(super) fn key_hash(bytes: &[u8]) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     h.write(bytes);
     h.finish()
-}
-
-/// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are
-/// hashed with FNV-1a. Stable across runs, which checkpoints need.
-#[inline]
-fn id_hash(id: &str) -> u64 {
-    if id.len() >= 16
-        && let Ok(v) = u64::from_str_radix(&id[..16], 16)
-    {
-        return v;
-    }
-    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -1,0 +1,87 @@
+//! The reading-id hash of the per-device dedup ring (stable across runs: checkpoints hold it).
+
+/// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are
+/// hashed with FNV-1a. Stable across runs, which checkpoints need.
+#[inline]
+pub(super) fn id_hash(id: &str) -> u64 {
+    if let Some(v) = id.as_bytes().first_chunk::<16>().and_then(hex16) {
+        return v;
+    }
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// 16 hex digits as a number: the value `u64::from_str_radix(.., 16)` gives (which checkpoints
+/// written before hold), without its generic radix handling (it was 7 % of the engine's
+/// instructions), and on bytes, so an id with a multi-byte character near byte 16 cannot panic.
+#[inline]
+fn hex16(digits: &[u8; 16]) -> Option<u64> {
+    // `from_str_radix` takes a leading `+`.
+    let digits = digits.strip_prefix(b"+").unwrap_or(digits);
+    // One table lookup per digit and one check at the end: no branch per digit.
+    let (mut v, mut bad) = (0u64, 0u8);
+    for &c in digits {
+        let d = HEX[c as usize];
+        bad |= d;
+        v = v << 4 | (d & 0x0f) as u64;
+    }
+    (bad & 0xf0 == 0).then_some(v)
+}
+
+/// A byte's value as a hex digit; 0xff for a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+#[cfg(test)]
+mod tests {
+    use super::{hex16, id_hash};
+
+    /// The previous definition: checkpoints hold its values.
+    fn before(id: &str) -> u64 {
+        if id.len() >= 16
+            && id.is_char_boundary(16)
+            && let Ok(v) = u64::from_str_radix(&id[..16], 16)
+        {
+            return v;
+        }
+        id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn the_hash_of_every_kind_of_id_is_the_one_checkpoints_hold() {
+        for id in [
+            "0123456789abcdef0123456789abcdef",
+            "FEDCBA9876543210fedcba9876543210",
+            "ffffffffffffffffffffffffffffffff",
+            "0000000000000000",
+            "+123456789abcdef-and-more",
+            "0123456789abcdeg0000",
+            "r42",
+            "",
+            "0123456789abcdé0123",
+            "0123456789abcdeé0123",
+            "++23456789abcdef",
+            "short-0123456789",
+        ] {
+            assert_eq!(id_hash(id), before(id), "{id:?}");
+        }
+        assert_eq!(hex16(b"00000000000000ff"), Some(255));
+        assert_eq!(hex16(b"0000000000000x00"), None);
+    }
+}
