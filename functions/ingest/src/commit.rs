@@ -4,7 +4,9 @@
 //! durable-write cost is shared by many requests without a timer delaying any of them.
 //!
 //! The sink decides how readings become durable (see `TelemetrySink`): the embedded log stores
-//! and publishes in one append; Kafka + Cosmos DB publish first, then store.
+//! and publishes in one append, one group at a time; Kafka + Cosmos DB publish first, then store,
+//! with up to `TelemetrySink::concurrency` groups overlapping (the next group forms and goes out
+//! while earlier ones wait for acknowledgements or their store write).
 
 use iotstream_core::ports::TelemetrySink;
 use iotstream_core::{PortError, Reading};
