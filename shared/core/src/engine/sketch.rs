@@ -46,7 +46,16 @@ fn exp2_linear(y: f64) -> f64 {
 
 #[inline]
 fn index(magnitude: f64) -> i32 {
-    (log2_linear(magnitude) * INV_WIDTH).floor() as i32
+    floor_i32(log2_linear(magnitude) * INV_WIDTH)
+}
+
+/// `x.floor() as i32` without the call: on the x86-64 baseline (no SSE4.1) `floor` is a
+/// library function, and this runs for every value (1.5 % of the engine's instructions).
+/// Same result for every input, NaN and out-of-range values included (`as` saturates).
+#[inline]
+fn floor_i32(x: f64) -> i32 {
+    let t = x as i32;
+    if (t as f64) > x && t != i32::MIN { t - 1 } else { t }
 }
 
 /// The value a bin stands for: the harmonic-style midpoint keeps the relative error at most
@@ -208,6 +217,38 @@ impl Sketch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn floor_i32_is_floor_as_i32() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            1.999_999,
+            -1.000_001,
+            2e9,
+            -2e9,
+            3e9,
+            -3e9,
+            -2_147_483_648.5,
+            -2_147_483_649.5,
+            2_147_483_647.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            1e-300,
+            -1e-300,
+        ];
+        xs.extend((-2_000..2_000).map(|i| i as f64 * 0.37));
+        for x in xs {
+            assert_eq!(super::floor_i32(x), x.floor() as i32, "{x}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
