@@ -56,10 +56,7 @@ async fn run_enqueue(
                 Next::Handle(records) => records,
             };
         let (events, poisoned) = iotstream_notify::decode(&records);
-        let now = crate::app::now();
-        for d in events.iter().filter_map(|e| e.opened_delay_secs(now)) {
-            metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "received").record(d);
-        }
+        iotstream_notify::record_alert_delay("received", &events);
         let bus = state.backends.bus.as_ref();
         if !super::dead_letter_poison("notify", bus, &records, &poisoned, &shutdown).await {
             return;
@@ -73,10 +70,7 @@ async fn run_enqueue(
         if !queued {
             return;
         }
-        let now = crate::app::now();
-        for d in events.iter().filter_map(|e| e.opened_delay_secs(now)) {
-            metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "queued").record(d);
-        }
+        iotstream_notify::record_alert_delay("queued", &events);
         state.wake_notifier();
         if !pacer.done(consumer.as_mut(), &shutdown).await {
             return;

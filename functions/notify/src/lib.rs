@@ -97,6 +97,15 @@ pub fn request(event: &AlertEvent, secret: &[u8]) -> WebhookRequest {
     }
 }
 
+/// Records `iotstream_alert_delay_seconds{stage}` for the `opened` events among `events`:
+/// seconds from the reading that opened the alert to now.
+pub fn record_alert_delay<'a>(stage: &'static str, events: impl IntoIterator<Item = &'a AlertEvent>) {
+    let now = Ts::from_system_time(std::time::SystemTime::now());
+    for d in events.into_iter().filter_map(|e| e.opened_delay_secs(now)) {
+        metrics::histogram!("iotstream_alert_delay_seconds", "stage" => stage).record(d);
+    }
+}
+
 /// What one pass of [`deliver_due`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
@@ -199,12 +208,7 @@ async fn send_in_order(deps: &Deps<'_>, group: &[PendingDelivery]) -> (usize, Op
         if let Err(e) = deps.notifier.send(&request(&p.event, deps.secret)).await {
             return (i, Some(e));
         }
-        if let Some(d) = p
-            .event
-            .opened_delay_secs(Ts::from_system_time(std::time::SystemTime::now()))
-        {
-            metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "delivered").record(d);
-        }
+        record_alert_delay("delivered", [&p.event]);
     }
     (group.len(), None)
 }
