@@ -124,20 +124,29 @@ async fn run_retention(
 
 /// Runs `op` until it succeeds, backing off from 50 ms to 5 s between tries. False when
 /// shutdown came first: the caller then stops without committing, and the input is redelivered.
-pub async fn retry_until_ok<F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, mut op: F) -> bool
+pub async fn retry_until_ok<F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, op: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), PortError>>,
 {
+    retry_until(what, shutdown, op).await.is_some()
+}
+
+/// [`retry_until_ok`] for an `op` with a result: `None` when shutdown came first.
+pub async fn retry_until<T, F, Fut>(what: &str, shutdown: &watch::Receiver<bool>, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PortError>>,
+{
     let mut delay = Duration::from_millis(50);
     loop {
         match op().await {
-            Ok(()) => return true,
+            Ok(value) => return Some(value),
             Err(e) => {
                 metrics::counter!("iotstream_worker_retries_total", "worker" => what.to_owned()).increment(1);
                 tracing::warn!(worker = what, error = %e, retry_in_ms = delay.as_millis() as u64, "side effect failed; retrying the batch");
                 if *shutdown.borrow() {
-                    return false;
+                    return None;
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

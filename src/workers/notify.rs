@@ -1,8 +1,9 @@
-//! notify's loops: the `alerts` consumer fills the outbox; the delivery loop drains it, waking
-//! when something is queued and when the next retry is due.
+//! notify's loops: the `alerts` consumer sends each batch, records it in the outbox, then
+//! commits its offsets; the delivery loop retries what the outbox holds, waking when something
+//! is queued and when the next retry is due.
 
 use super::analyze::wait_stop;
-use super::{CommitPacer, Next, retry_until_ok};
+use super::{CommitPacer, Next, retry_until, retry_until_ok};
 use crate::app::{AppState, Config, Webhook};
 use anyhow::Context;
 use iotstream_core::ports::Notifier;
@@ -28,23 +29,50 @@ pub async fn spawn(
         iotstream_backends::WebhookNotifier::with_timeout(&webhook.url, Duration::from_secs(10))
             .context("invalid IOTSTREAM_WEBHOOK_URL")?,
     );
-    let enqueue = tokio::spawn(run_enqueue(state.clone(), consumer, shutdown.clone()));
-    let deliver = tokio::spawn(run_delivery(
-        state.clone(),
+    let sender = Sender {
         notifier,
-        webhook.secret.clone(),
-        cfg.retry,
-        shutdown,
+        secret: webhook.secret.clone(),
+        policy: cfg.retry,
+        health: Arc::new(iotstream_notify::Health::default()),
+    };
+    let consume = tokio::spawn(run_consumer(
+        state.clone(),
+        consumer,
+        sender.clone(),
+        shutdown.clone(),
     ));
-    Ok(vec![enqueue, deliver])
+    let deliver = tokio::spawn(run_delivery(state.clone(), sender, shutdown));
+    Ok(vec![consume, deliver])
 }
 
-async fn run_enqueue(
+/// What both loops send with.
+#[derive(Clone)]
+struct Sender {
+    notifier: Arc<dyn Notifier>,
+    secret: crate::secrets::Secret,
+    policy: iotstream_notify::RetryPolicy,
+    health: Arc<iotstream_notify::Health>,
+}
+
+impl Sender {
+    fn deps<'a>(&'a self, outbox: &'a dyn iotstream_core::ports::Outbox) -> iotstream_notify::Deps<'a> {
+        iotstream_notify::Deps {
+            outbox,
+            notifier: self.notifier.as_ref(),
+            secret: self.secret.expose(),
+            policy: self.policy,
+        }
+    }
+}
+
+async fn run_consumer(
     state: Arc<AppState>,
     mut consumer: Box<dyn iotstream_core::ports::Consumer>,
+    sender: Sender,
     shutdown: watch::Receiver<bool>,
 ) {
     let outbox = state.backends.outbox.clone();
+    let deps = sender.deps(outbox.as_ref());
     let mut pacer = CommitPacer::new();
     loop {
         // No linger: notify is on the alert path.
@@ -61,37 +89,37 @@ async fn run_enqueue(
         if !super::dead_letter_poison("notify", bus, &records, &poisoned, &shutdown).await {
             return;
         }
-        let queued = retry_until_ok("notify", &shutdown, || async {
-            iotstream_notify::enqueue_events(&events, outbox.as_ref(), crate::app::now())
-                .await
-                .map(|_| ())
+        // Send first, then record: the webhook does not wait for a commit. A crash before the
+        // record re-sends the batch (same delivery ids), as the offsets are not committed yet.
+        let sent = retry_until("notify", &shutdown, || {
+            let queue_only = sender.health.failing();
+            iotstream_notify::send_fresh(&deps, &events, crate::app::now(), queue_only, rand::random::<f64>)
         })
         .await;
-        if !queued {
+        let Some(sent) = sent else {
+            return;
+        };
+        sender.health.observe(&sent.report);
+        let recorded = retry_until_ok("notify", &shutdown, || {
+            sent.record(outbox.as_ref(), crate::app::now())
+        })
+        .await;
+        if !recorded {
             return;
         }
-        iotstream_notify::record_alert_delay("queued", &events);
-        state.wake_notifier();
+        iotstream_notify::record_alert_delay("recorded", &events);
+        if sent.leaves_pending() {
+            state.wake_notifier();
+        }
         if !pacer.done(consumer.as_mut(), &shutdown).await {
             return;
         }
     }
 }
 
-async fn run_delivery(
-    state: Arc<AppState>,
-    notifier: Arc<dyn Notifier>,
-    secret: crate::secrets::Secret,
-    policy: iotstream_notify::RetryPolicy,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn run_delivery(state: Arc<AppState>, sender: Sender, shutdown: watch::Receiver<bool>) {
     let outbox = state.backends.outbox.clone();
-    let deps = iotstream_notify::Deps {
-        outbox: outbox.as_ref(),
-        notifier: notifier.as_ref(),
-        secret: secret.expose(),
-        policy,
-    };
+    let deps = sender.deps(outbox.as_ref());
     let jitter = rand::random::<f64>;
     loop {
         if super::stopping(&shutdown) {
@@ -103,7 +131,8 @@ async fn run_delivery(
                 tracing::warn!(error = %e, "outbox unavailable");
                 Duration::from_secs(1)
             }
-            Ok(_) => {
+            Ok(report) => {
+                sender.health.observe(&report);
                 let now = crate::app::now();
                 match outbox.next_due().await {
                     Ok(Some(t)) if t <= now => continue,

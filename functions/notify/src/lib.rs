@@ -5,18 +5,29 @@
 //! - Outputs: `POST` to `IOTSTREAM_WEBHOOK_URL` with `X-Iotstream-Event`,
 //!   `X-Iotstream-Delivery` (the event id, stable across retries and replays) and
 //!   `X-Iotstream-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
-//! - Delivery: offsets are committed once events are in the outbox; each event is sent until the
-//!   endpoint answers 2xx, with exponential backoff and jitter, then dead-lettered. Pending
-//!   deliveries live in the outbox, so they survive restarts.
-//! - Idempotency key: the event id (`<alert id>:<kind>`): the outbox ignores an id it has seen.
+//! - Delivery: each batch read from the topic is sent *before* it is queued
+//!   ([`send_fresh`], [`Sent::record`]): the webhook does not wait for a database commit. Then every new event
+//!   is recorded in the durable outbox with its outcome (delivered, due for a retry, dead), and
+//!   only then are the topic's offsets committed. A crash in between re-sends the batch with the
+//!   same delivery ids; nothing is lost. Failed events are retried from the outbox by a delivery
+//!   loop ([`deliver_due`]) with exponential backoff and jitter, then dead-lettered; they survive
+//!   restarts. While the endpoint fails ([`Health`]), batches are queued without a first try.
+//! - Idempotency key: the event id (`<alert id>:<kind>`): the outbox ignores an id it has seen,
+//!   and a batch skips the ids it holds.
 //!
-//! Order: events of one alert that are due together go out in order, and a later one waits
-//! while an earlier one is retried; events of different alerts go out concurrently. An event
-//! queued *while* an earlier one of its alert waits for a retry can still overtake it, so
-//! receivers should trust `alert.state` and deduplicate on `X-Iotstream-Delivery`.
+//! Order: the events of one alert go out in the order they were queued. A new event of an
+//! alert with a pending delivery is queued behind it (the outbox's order rule); events of
+//! different alerts go out concurrently. Acknowledgements are queued by the HTTP API and can
+//! reach the endpoint before a `resolved` event sent in the same instant, so receivers should
+//! trust `alert.state` and deduplicate on `X-Iotstream-Delivery`.
 
-use iotstream_core::ports::{Delivered, Notifier, Outbox, PendingDelivery, Poisoned, WebhookRequest};
+use futures::StreamExt;
+use iotstream_core::ports::{
+    Delivered, Notifier, Outbox, PendingDelivery, Poisoned, Settled, WebhookRequest,
+};
 use iotstream_core::{AlertEvent, PortError, Ts};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +123,29 @@ pub struct Report {
     pub delivered: usize,
     pub retried: usize,
     pub dead: usize,
+    /// Events queued without a try ([`send_fresh`]: behind an earlier event of their alert,
+    /// or while the endpoint fails).
+    pub queued: usize,
+}
+
+/// Whether the webhook endpoint is failing, from the outcomes of the last pass that sent
+/// something. While it fails, [`send_fresh`] queues batches for the delivery loop instead
+/// of holding the topic's consumer up with one more failing try per event.
+#[derive(Debug, Default)]
+pub struct Health(AtomicBool);
+
+impl Health {
+    pub fn failing(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn observe(&self, report: &Report) {
+        if report.retried + report.dead > 0 {
+            self.0.store(true, Ordering::Relaxed);
+        } else if report.delivered > 0 {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Deps<'a> {
@@ -150,7 +184,11 @@ pub async fn deliver_due(
     let mut delivered: Vec<String> = Vec::new();
     for chunk in groups.chunks(CONCURRENCY) {
         let marking = mark_delivered(deps, std::mem::take(&mut delivered), now);
-        let sending = futures::future::join_all(chunk.iter().map(|g| send_in_order(deps, g)));
+        let events: Vec<Vec<&AlertEvent>> = chunk
+            .iter()
+            .map(|g| g.iter().map(|p| &p.event).collect())
+            .collect();
+        let sending = futures::future::join_all(events.iter().map(|g| send_in_order(deps, g)));
         let (marked, outcomes) = tokio::join!(marking, sending);
         report.delivered += marked?;
         for (group, (ok, failure)) in chunk.iter().zip(outcomes) {
@@ -158,33 +196,23 @@ pub async fn deliver_due(
             if let Some(e) = failure {
                 let failed = &group[ok];
                 let attempts = failed.attempts + 1;
-                metrics::counter!("iotstream_webhook_failures_total").increment(1);
-                if attempts >= deps.policy.max_attempts {
-                    tracing::error!(delivery = %failed.id, attempts, error = %e.message, "webhook delivery dead-lettered");
+                let Some(at) = on_failure(deps, &failed.id, attempts, &e, now, &mut jitter) else {
                     deps.outbox
                         .dead_letter(&failed.id, attempts, &e.message, now)
                         .await?;
-                    metrics::counter!("iotstream_webhook_dead_letters_total").increment(1);
                     report.dead += 1;
-                } else {
-                    let at = now.plus_millis(deps.policy.delay_ms(attempts, jitter()));
-                    tracing::warn!(delivery = %failed.id, attempts, error = %e.message, "webhook delivery failed; will retry");
+                    continue;
+                };
+                deps.outbox
+                    .schedule_retry(&failed.id, attempts, at, &e.message)
+                    .await?;
+                // Later events of the same alert wait for it, keeping their own attempt counts.
+                for later in &group[ok + 1..] {
                     deps.outbox
-                        .schedule_retry(&failed.id, attempts, at, &e.message)
+                        .schedule_retry(&later.id, later.attempts, at, WAITING)
                         .await?;
-                    // Later events of the same alert wait for it, keeping their own attempt counts.
-                    for later in &group[ok + 1..] {
-                        deps.outbox
-                            .schedule_retry(
-                                &later.id,
-                                later.attempts,
-                                at,
-                                "waiting for an earlier event of this alert",
-                            )
-                            .await?;
-                    }
-                    report.retried += 1;
                 }
+                report.retried += 1;
             }
         }
     }
@@ -202,15 +230,157 @@ async fn mark_delivered(deps: &Deps<'_>, ids: Vec<String>, now: Ts) -> Result<us
     Ok(ids.len())
 }
 
-/// Sends one alert's due events in order; returns how many succeeded and the first failure.
-async fn send_in_order(deps: &Deps<'_>, group: &[PendingDelivery]) -> (usize, Option<PortError>) {
-    for (i, p) in group.iter().enumerate() {
-        if let Err(e) = deps.notifier.send(&request(&p.event, deps.secret)).await {
+/// Sends one alert's events in order; returns how many succeeded and the first failure.
+async fn send_in_order(deps: &Deps<'_>, events: &[&AlertEvent]) -> (usize, Option<PortError>) {
+    for (i, event) in events.iter().enumerate() {
+        if let Err(e) = deps.notifier.send(&request(event, deps.secret)).await {
             return (i, Some(e));
         }
-        record_alert_delay("delivered", [&p.event]);
+        record_alert_delay("delivered", [*event]);
     }
-    (group.len(), None)
+    (events.len(), None)
+}
+
+/// The error recorded on events that wait for an earlier event of their alert.
+const WAITING: &str = "waiting for an earlier event of this alert";
+
+/// Counts and logs a failed attempt (the `attempts`-th); returns when to try again, or `None`
+/// when the delivery is dead.
+fn on_failure(
+    deps: &Deps<'_>,
+    id: &str,
+    attempts: u32,
+    e: &PortError,
+    now: Ts,
+    jitter: &mut impl FnMut() -> f64,
+) -> Option<Ts> {
+    metrics::counter!("iotstream_webhook_failures_total").increment(1);
+    if attempts >= deps.policy.max_attempts {
+        tracing::error!(delivery = %id, attempts, error = %e.message, "webhook delivery dead-lettered");
+        metrics::counter!("iotstream_webhook_dead_letters_total").increment(1);
+        return None;
+    }
+    tracing::warn!(delivery = %id, attempts, error = %e.message, "webhook delivery failed; will retry");
+    Some(now.plus_millis(deps.policy.delay_ms(attempts, jitter())))
+}
+
+/// What [`send_fresh`] did, and the outbox rows that record it.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub report: Report,
+    settled: Vec<(AlertEvent, Settled)>,
+}
+
+impl Sent {
+    /// Records the batch in the outbox (one write); commit the batch's offsets only after this.
+    /// Retry it on failure: the events are not sent again.
+    pub async fn record(&self, outbox: &dyn Outbox, now: Ts) -> Result<(), PortError> {
+        outbox.record(&self.settled, now).await.map(|_| ())
+    }
+
+    /// Whether it leaves deliveries for the delivery loop.
+    pub fn leaves_pending(&self) -> bool {
+        self.report.retried + self.report.queued > 0
+    }
+}
+
+/// Sends a batch read from the `alerts` topic before it is queued (module doc): events the
+/// outbox holds (and repeats within the batch) are skipped; events of an alert with a pending
+/// delivery are queued behind it; the others go out at once, one alert's in order, up to
+/// [`CONCURRENCY`] alerts at a time. [`Sent::record`] then records every new event with its
+/// outcome.
+///
+/// With `queue_only` (the endpoint is failing, [`Health`]), nothing is sent: the batch is
+/// queued for [`deliver_due`].
+pub async fn send_fresh(
+    deps: &Deps<'_>,
+    events: &[AlertEvent],
+    now: Ts,
+    queue_only: bool,
+    mut jitter: impl FnMut() -> f64,
+) -> Result<Sent, PortError> {
+    if events.is_empty() {
+        return Ok(Sent::default());
+    }
+    if queue_only {
+        let due_now = Settled::Pending {
+            attempts: 0,
+            at: now,
+            error: None,
+        };
+        return Ok(Sent {
+            report: Report {
+                queued: events.len(),
+                ..Report::default()
+            },
+            settled: events.iter().map(|e| (e.clone(), due_now.clone())).collect(),
+        });
+    }
+    let screened = deps.outbox.screen(events).await?;
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut waiting: Vec<&AlertEvent> = Vec::new();
+    let mut groups: Vec<Vec<&AlertEvent>> = Vec::new();
+    for e in events {
+        if screened.held.contains(&e.id) || !seen.insert(&e.id) {
+            continue;
+        }
+        if screened.waiting.contains(&e.alert.id) {
+            waiting.push(e);
+        } else if let Some(g) = groups.iter_mut().find(|g| g[0].alert.id == e.alert.id) {
+            g.push(e);
+        } else {
+            groups.push(vec![e]);
+        }
+    }
+    let sends: Vec<_> = groups.iter().map(|g| send_in_order(deps, g)).collect();
+    let outcomes: Vec<(usize, Option<PortError>)> =
+        futures::stream::iter(sends).buffered(CONCURRENCY).collect().await;
+
+    let mut sent = Sent::default();
+    let (report, settled) = (&mut sent.report, &mut sent.settled);
+    for (group, (ok, failure)) in groups.iter().zip(outcomes) {
+        report.delivered += ok;
+        settled.extend(group[..ok].iter().map(|e| ((*e).clone(), Settled::Delivered)));
+        let Some(e) = failure else { continue };
+        let (failed, later) = (group[ok], &group[ok + 1..]);
+        let error = e.message.clone();
+        let at = match on_failure(deps, &failed.id, 1, &e, now, &mut jitter) {
+            None => {
+                report.dead += 1;
+                settled.push((failed.clone(), Settled::Dead { attempts: 1, error }));
+                now
+            }
+            Some(at) => {
+                report.retried += 1;
+                settled.push((
+                    failed.clone(),
+                    Settled::Pending {
+                        attempts: 1,
+                        at,
+                        error: Some(error),
+                    },
+                ));
+                at
+            }
+        };
+        report.queued += later.len();
+        settled.extend(later.iter().map(|e| ((*e).clone(), pending_behind(at))));
+    }
+    report.queued += waiting.len();
+    settled.extend(waiting.into_iter().map(|e| (e.clone(), pending_behind(now))));
+    if report.delivered > 0 {
+        metrics::counter!("iotstream_webhook_delivered_total").increment(report.delivered as u64);
+    }
+    Ok(sent)
+}
+
+/// A queued event that waits for an earlier one of its alert, due at `at` at the earliest.
+fn pending_behind(at: Ts) -> Settled {
+    Settled::Pending {
+        attempts: 0,
+        at,
+        error: Some(WAITING.to_owned()),
+    }
 }
 
 #[cfg(test)]

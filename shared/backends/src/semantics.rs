@@ -2,8 +2,18 @@
 //! Engines that cannot express a rule in their query language (or the in-process cache) call
 //! these; the conformance suites check that every engine behaves exactly like them.
 
-use iotstream_core::ports::SeriesPoint;
+use iotstream_core::ports::{SeriesPoint, Settled};
 use iotstream_core::{Alert, AlertEvent, AlertEventKind, AlertState, LatestState, Ts};
+
+/// The outbox row of a recorded delivery: (status, attempts, next attempt at, last error).
+/// Rows that are not pending take `now` as their next attempt (unused) and finish at `now`.
+pub fn outbox_row(settled: &Settled, now: Ts) -> (&'static str, u32, Ts, Option<&str>) {
+    match settled {
+        Settled::Delivered => ("delivered", 0, now, None),
+        Settled::Pending { attempts, at, error } => ("pending", *attempts, *at, error.as_deref()),
+        Settled::Dead { attempts, error } => ("dead", *attempts, now, Some(error.as_str())),
+    }
+}
 
 /// Merges `incoming` into the `stored` latest state of the same device: the result has the
 /// newer `last_seen` (ties go to `incoming`), and the union of both metric maps where the

@@ -12,6 +12,7 @@ use crate::reading::Reading;
 use crate::ts::Ts;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::time::Duration;
 
 pub type PortResult<T> = Result<T, PortError>;
@@ -254,11 +255,46 @@ pub struct DeadLetter {
     pub dead_at: Ts,
 }
 
+/// What the outbox already knows of a batch of events ([`Outbox::screen`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Screened {
+    /// Event ids it holds, whatever their status.
+    pub held: HashSet<String>,
+    /// Ids of the batch's alerts that have a pending delivery: their new events queue behind it.
+    pub waiting: HashSet<String>,
+}
+
+/// How the first delivery of an event that was sent before it was queued ended
+/// ([`Outbox::record`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    Delivered,
+    /// To be sent (again) at `at`, after `attempts` failed attempts (0: not tried yet).
+    Pending {
+        attempts: u32,
+        at: Ts,
+        error: Option<String>,
+    },
+    Dead {
+        attempts: u32,
+        error: String,
+    },
+}
+
 /// Durable notification outbox: what notify must still deliver.
+///
+/// Order: a pending event is never due before an earlier pending event of its alert. An event
+/// queued or recorded pending while its alert has pending events is due no earlier than the
+/// latest of them, so the delivery loop sends the events of one alert in the order they came.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Queues events, ignoring ids already queued or delivered. Returns how many were new.
+    /// Queues events, ignoring ids already held. Returns how many were new.
     async fn enqueue(&self, events: &[AlertEvent], now: Ts) -> PortResult<usize>;
+    /// Which of `events` it holds, and which of their alerts have a pending delivery.
+    async fn screen(&self, events: &[AlertEvent]) -> PortResult<Screened>;
+    /// Records events that were sent before being queued, with how that ended (one write),
+    /// ignoring ids already held. Returns how many were new.
+    async fn record(&self, settled: &[(AlertEvent, Settled)], now: Ts) -> PortResult<usize>;
     /// Deliveries due at `now`, by due time, then in the order they were queued (so the events
     /// of one alert keep their order).
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>>;

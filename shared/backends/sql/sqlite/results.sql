@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     finished_at     INTEGER             -- delivered_at or dead_at
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at, id);
+-- An alert's pending deliveries, by the alert id inside the event body (see Outbox::screen, and
+-- the order rule of Outbox::enqueue and Outbox::record).
+CREATE INDEX IF NOT EXISTS outbox_pending_alert ON outbox (json_extract(body, '$.alert.id'))
+    WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (status, finished_at DESC, id);
 
 -- Checkpoints of stateful consumers.

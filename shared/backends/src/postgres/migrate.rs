@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "forecasts_and_late_readings",
         sql!("postgres/0003_forecasts_and_late_readings.sql"),
     ),
+    (
+        4,
+        "outbox_pending_alert",
+        sql!("postgres/0004_outbox_pending_alert.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming iotstream's migration lock.

@@ -4,7 +4,7 @@
 
 use super::{PgResults, decode_err, pg_err};
 use async_trait::async_trait;
-use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult};
+use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult, Screened, Settled};
 use iotstream_core::{AlertEvent, PortError, Ts};
 
 /// Enqueues on an open connection or transaction (shared with `ack_alert`), in input order.
@@ -13,24 +13,71 @@ pub(super) async fn enqueue_in(
     events: &[AlertEvent],
     now: Ts,
 ) -> PortResult<usize> {
-    let bodies: Vec<String> = events
-        .iter()
-        .map(|e| {
-            serde_json::to_string(e)
-                .map_err(|err| PortError::invalid(format!("cannot encode alert event: {err}")))
-        })
-        .collect::<PortResult<_>>()?;
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    let done = sqlx::query(sql!("postgres/queries/outbox_enqueue.sql"))
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&bodies)
+    let pending = Settled::Pending {
+        attempts: 0,
+        at: now,
+        error: None,
+    };
+    record_in(conn, events.iter().map(|e| (e, &pending)), now).await
+}
+
+/// Inserts rows with their status, in input order; held ids are ignored.
+async fn record_in<'a>(
+    conn: &mut sqlx::PgConnection,
+    rows: impl Iterator<Item = (&'a AlertEvent, &'a Settled)>,
+    now: Ts,
+) -> PortResult<usize> {
+    let mut c = Columns::default();
+    for (e, settled) in rows {
+        c.push(e, settled, now)?;
+    }
+    if c.ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(sql!("postgres/queries/outbox_record.sql"))
+        .bind(&c.ids)
+        .bind(&c.kinds)
+        .bind(&c.bodies)
+        .bind(&c.alerts)
+        .bind(&c.statuses)
+        .bind(&c.attempts)
+        .bind(&c.at)
+        .bind(&c.errors)
         .bind(now.millis())
         .execute(&mut *conn)
         .await
         .map_err(pg_err)?;
     Ok(done.rows_affected() as usize)
+}
+
+/// The arrays `outbox_record.sql` unnests.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<String>,
+    kinds: Vec<&'static str>,
+    bodies: Vec<String>,
+    alerts: Vec<String>,
+    statuses: Vec<&'static str>,
+    attempts: Vec<i32>,
+    at: Vec<i64>,
+    errors: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn push(&mut self, e: &AlertEvent, settled: &Settled, now: Ts) -> PortResult<()> {
+        let body = serde_json::to_string(e)
+            .map_err(|err| PortError::invalid(format!("cannot encode alert event: {err}")))?;
+        let (status, attempts, at, error) = crate::semantics::outbox_row(settled, now);
+        self.ids.push(e.id.clone());
+        self.kinds.push(e.event.as_str());
+        self.bodies.push(body);
+        self.alerts.push(e.alert.id.clone());
+        self.statuses.push(status);
+        self.attempts.push(i32::try_from(attempts).unwrap_or(i32::MAX));
+        self.at.push(at.millis());
+        self.errors.push(error.map(str::to_owned));
+        Ok(())
+    }
 }
 
 fn attempts_of(v: i32) -> u32 {
@@ -49,6 +96,33 @@ impl Outbox for PgResults {
         }
         let mut conn = self.pool.acquire().await.map_err(pg_err)?;
         enqueue_in(&mut conn, events, now).await
+    }
+
+    async fn screen(&self, events: &[AlertEvent]) -> PortResult<Screened> {
+        if events.is_empty() {
+            return Ok(Screened::default());
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let alerts: Vec<&str> = events.iter().map(|e| e.alert.id.as_str()).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(sql!("postgres/queries/outbox_screen.sql"))
+            .bind(&ids)
+            .bind(&alerts)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_err)?;
+        let mut screened = Screened::default();
+        for (what, id) in rows {
+            match what.as_str() {
+                "held" => screened.held.insert(id),
+                _ => screened.waiting.insert(id),
+            };
+        }
+        Ok(screened)
+    }
+
+    async fn record(&self, settled: &[(AlertEvent, Settled)], now: Ts) -> PortResult<usize> {
+        let mut conn = self.pool.acquire().await.map_err(pg_err)?;
+        record_in(&mut conn, settled.iter().map(|(e, s)| (e, s)), now).await
     }
 
     async fn due(&self, now: Ts, limit: usize) -> PortResult<Vec<PendingDelivery>> {

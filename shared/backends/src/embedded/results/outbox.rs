@@ -6,10 +6,12 @@
 
 use super::EmbeddedResults;
 use crate::error::{db_err, decode_err, encode_err};
+use crate::semantics;
 use crate::sqlite::{BEGIN_WRITE, chunks, multi_row};
 use async_trait::async_trait;
-use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult};
+use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult, Screened, Settled};
 use iotstream_core::{AlertEvent, Ts};
+use std::collections::HashMap;
 
 /// Enqueues on an open connection or transaction (shared with `ack_alert`).
 pub(super) async fn enqueue_in(
@@ -17,30 +19,67 @@ pub(super) async fn enqueue_in(
     events: &[AlertEvent],
     now: Ts,
 ) -> PortResult<usize> {
-    let bodies: Vec<String> = events
-        .iter()
-        .map(|e| serde_json::to_string(e).map_err(|err| encode_err("alert event", err)))
-        .collect::<PortResult<_>>()?;
+    let pending = Settled::Pending {
+        attempts: 0,
+        at: now,
+        error: None,
+    };
+    let rows: Vec<(&AlertEvent, &Settled)> = events.iter().map(|e| (e, &pending)).collect();
+    record_in(conn, &rows, now).await
+}
+
+/// Inserts rows with their status, in input order; held ids are ignored. Like PostgreSQL's
+/// `outbox_record.sql`, a pending row is due no earlier than the pending rows its alert already
+/// has (run it in a write transaction, so nothing changes in between).
+async fn record_in(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(&AlertEvent, &Settled)],
+    now: Ts,
+) -> PortResult<usize> {
+    let alerts: Vec<&str> = rows.iter().map(|(e, _)| e.alert.id.as_str()).collect();
+    let waiting: HashMap<String, i64> = sqlx::query_as(
+        "SELECT json_extract(body, '$.alert.id'), max(next_attempt_at) FROM outbox \
+         WHERE status = 'pending' AND json_extract(body, '$.alert.id') IN (SELECT value FROM json_each(?)) \
+         GROUP BY 1",
+    )
+    .bind(serde_json::to_string(&alerts).map_err(|e| encode_err("alert ids", e))?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .into_iter()
+    .collect();
     let mut new = 0;
-    let mut start = 0;
-    for chunk in chunks(events) {
+    for chunk in chunks(rows) {
         let sql = multi_row(
-            "INSERT OR IGNORE INTO outbox (id, event, body, status, attempts, next_attempt_at, created_at) VALUES ",
-            "(?,?,?,'pending',0,?,?)",
+            "INSERT OR IGNORE INTO outbox \
+             (id, event, body, status, attempts, next_attempt_at, last_error, created_at, finished_at) VALUES ",
+            "(?,?,?,?,?,?,?,?,?)",
             chunk.len(),
             "",
         );
         let mut q = sqlx::query(&sql);
-        for (e, body) in chunk.iter().zip(&bodies[start..]) {
+        for (e, settled) in chunk {
+            let body = serde_json::to_string(e).map_err(|err| encode_err("alert event", err))?;
+            let (status, attempts, at, error) = semantics::outbox_row(settled, now);
+            let (at, finished) = match settled {
+                Settled::Pending { .. } => {
+                    let floor = waiting.get(&e.alert.id).copied().unwrap_or(i64::MIN);
+                    (at.millis().max(floor), None)
+                }
+                _ => (at.millis(), Some(now.millis())),
+            };
             q = q
                 .bind(e.id.as_str())
                 .bind(e.event.as_str())
-                .bind(body.as_str())
+                .bind(body)
+                .bind(status)
+                .bind(i64::from(attempts))
+                .bind(at)
+                .bind(error.map(str::to_owned))
                 .bind(now.millis())
-                .bind(now.millis());
+                .bind(finished);
         }
         new += q.execute(&mut *conn).await.map_err(db_err)?.rows_affected() as usize;
-        start += chunk.len();
     }
     Ok(new)
 }
@@ -57,6 +96,43 @@ impl Outbox for EmbeddedResults {
         }
         let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
         let new = enqueue_in(&mut tx, events, now).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(new)
+    }
+
+    async fn screen(&self, events: &[AlertEvent]) -> PortResult<Screened> {
+        if events.is_empty() {
+            return Ok(Screened::default());
+        }
+        let json = |items: Vec<&str>| serde_json::to_string(&items).map_err(|e| encode_err("ids", e));
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT 'held', id FROM outbox WHERE id IN (SELECT value FROM json_each(?1)) \
+             UNION \
+             SELECT 'waiting', json_extract(body, '$.alert.id') FROM outbox \
+             WHERE status = 'pending' AND json_extract(body, '$.alert.id') IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(json(events.iter().map(|e| e.id.as_str()).collect())?)
+        .bind(json(events.iter().map(|e| e.alert.id.as_str()).collect())?)
+        .fetch_all(&self.db.read)
+        .await
+        .map_err(db_err)?;
+        let mut screened = Screened::default();
+        for (what, id) in rows {
+            match what.as_str() {
+                "held" => screened.held.insert(id),
+                _ => screened.waiting.insert(id),
+            };
+        }
+        Ok(screened)
+    }
+
+    async fn record(&self, settled: &[(AlertEvent, Settled)], now: Ts) -> PortResult<usize> {
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<(&AlertEvent, &Settled)> = settled.iter().map(|(e, s)| (e, s)).collect();
+        let mut tx = self.db.write.begin_with(BEGIN_WRITE).await.map_err(db_err)?;
+        let new = record_in(&mut tx, &rows, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(new)
     }
