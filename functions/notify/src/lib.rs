@@ -5,9 +5,9 @@
 //! - Outputs: `POST` to `IOTSTREAM_WEBHOOK_URL` with `X-Iotstream-Event`,
 //!   `X-Iotstream-Delivery` (the event id, stable across retries and replays) and
 //!   `X-Iotstream-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
-//! - Delivery: each batch read from the topic is sent *before* it is queued
-//!   ([`send_fresh`], [`Sent::record`]): the webhook does not wait for a database commit. Then every new event
-//!   is recorded in the durable outbox with its outcome (delivered, due for a retry, dead), and
+//! - Delivery: each batch read from the topic is sent *before* it is queued ([`send_fresh`]):
+//!   the webhook does not wait for a database commit. Then every new event is recorded in the
+//!   durable outbox with its outcome ([`Sent::record`]: delivered, due for a retry, dead), and
 //!   only then are the topic's offsets committed. A crash in between re-sends the batch with the
 //!   same delivery ids; nothing is lost. Failed events are retried from the outbox by a delivery
 //!   loop ([`deliver_due`]) with exponential backoff and jitter, then dead-lettered; they survive

@@ -47,7 +47,7 @@ mod postgres {
                 .fetch_all(a.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4]);
     }
 
     #[tokio::test]
