@@ -27,7 +27,14 @@
 //      TOKEN; every other request (key-signed `type=master` ones included) passes as before,
 //      its signature unchecked;
 //   9. GET /__test/auth answers what was seen (JSON): requests per authorization type in total
-//      and per database (by the /dbs/<id> of the path), and token requests per client id.
+//      and per database (by the /dbs/<id> of the path), token requests per client id, and
+//      managed identity token requests (10) per client id (`system` without one);
+//  10. GET /msi/token, a managed identity endpoint like the one App Service, Azure Functions and
+//      Container Apps give a process in IDENTITY_ENDPOINT (azure_identity's App Service source:
+//      api-version=2019-08-01, resource, optional client_id, header X-IDENTITY-HEADER). The
+//      secret it expects is IDENTITY_HEADER of the launcher's environment (scripts/services
+//      sets it); a missing header gets 400, a wrong one 401, as the real endpoint answers. It
+//      issues a token the check (8) accepts, expires_on in epoch seconds as a string.
 "use strict";
 
 const fs = require("fs");
@@ -132,11 +139,11 @@ wrap("batch-documents", (original) => async (account, req, res, params) => {
   return original(account, req, res, params);
 });
 
-// 7, 8 and 9. The Entra ID token endpoint, the AAD check and the counts.
+// 7 to 10. The Entra ID token endpoints, the AAD check and the counts.
 const crypto = require("crypto");
 const ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const issued = new Set();
-const seen = { requests: { key: 0, aad: 0, rejected: 0, other: 0 }, databases: {}, clients: {} };
+const seen = { requests: { key: 0, aad: 0, rejected: 0, other: 0 }, databases: {}, clients: {}, managedIdentity: {} };
 
 function json(res, status, body) {
   res.statusCode = status;
@@ -185,6 +192,30 @@ async function token(req, res, tenant) {
   json(res, 200, { token_type: "Bearer", expires_in: 3599, ext_expires_in: 3599, access_token: access });
 }
 
+const MSI_SECRET = process.env.IDENTITY_HEADER || "";
+
+function managedIdentityToken(req, res, query) {
+  const clientId = query.get("client_id") || "";
+  const resource = query.get("resource") || "";
+  const identity = (seen.managedIdentity[clientId || "system"] ||= { resources: [], issued: 0, refused: 0 });
+  const refuse = (status, message) => {
+    identity.refused += 1;
+    json(res, status, { statusCode: status, message });
+  };
+  const secret = req.headers["x-identity-header"];
+  if (secret === undefined) return refuse(400, "The X-IDENTITY-HEADER header is missing.");
+  if (!MSI_SECRET || secret !== MSI_SECRET) return refuse(401, "The X-IDENTITY-HEADER header is not valid.");
+  if (query.get("api-version") !== "2019-08-01") return refuse(400, "Unsupported api-version.");
+  if (!resource) return refuse(400, "The resource parameter is missing.");
+  const access = `aad-msi-${crypto.randomBytes(16).toString("hex")}`;
+  issued.add(access);
+  identity.issued += 1;
+  if (!identity.resources.includes(resource)) identity.resources.push(resource);
+  const body = { access_token: access, expires_on: String(Math.floor(Date.now() / 1000) + 3599), resource, token_type: "Bearer" };
+  if (clientId) body.client_id = clientId;
+  json(res, 200, body);
+}
+
 // The authorization type of a Cosmos DB request and, for AAD, whether this server issued its token.
 function authorization(req) {
   const header = req.headers["authorization"];
@@ -230,6 +261,9 @@ server.on("request", (req, res) => {
   if (tokenPath && req.method === "POST") {
     token(req, res, decodeURIComponent(tokenPath[1])).catch((err) => json(res, 500, { error: String(err) }));
     return;
+  }
+  if (url === "/msi/token" && req.method === "GET") {
+    return managedIdentityToken(req, res, new URLSearchParams(req.url.slice(url.length + 1)));
   }
   if (url === "/__test/auth" && req.method === "GET") return json(res, 200, seen);
   const kind = authorization(req);

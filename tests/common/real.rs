@@ -50,7 +50,7 @@ fn psql(url: &str, sql: &str) {
     );
 }
 
-fn need(var: &str) -> String {
+pub fn need(var: &str) -> String {
     std::env::var(var)
         .ok()
         .filter(|v| !v.is_empty())

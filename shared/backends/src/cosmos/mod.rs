@@ -245,7 +245,10 @@ impl CosmosStore {
 /// them from its environment, where AKS's webhook puts them) and hands them to the SDK as
 /// options, so one process can hold stores with different identities and tests need not change
 /// the process environment. A setting that is absent is left to the SDK, which reads the
-/// environment variable of the same name.
+/// environment variable of the same name. Managed identity takes its source from the process
+/// environment only (azure_identity has no option for it): the host's endpoint with
+/// `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (App Service, Functions, Container Apps; tested end
+/// to end in `tests/real_cosmos_identity.rs`), else IMDS at 169.254.169.254 (not tested).
 fn entra_credential(urls: &BackendUrls) -> PortResult<Arc<dyn azure_core::credentials::TokenCredential>> {
     let cred_err =
         |e: azure_core::Error| PortError::config(format!("cosmos db: no Entra ID credential: {e}"));
