@@ -90,26 +90,29 @@ async fn run_consumer(
             return;
         }
         // Send first, then record: the webhook does not wait for a commit. A crash before the
-        // record re-sends the batch (same delivery ids), as the offsets are not committed yet.
-        let sent = retry_until("notify", &shutdown, || {
-            let queue_only = sender.health.failing();
-            iotstream_notify::send_fresh(&deps, &events, crate::app::now(), queue_only, rand::random::<f64>)
-        })
-        .await;
-        let Some(sent) = sent else {
-            return;
-        };
-        sender.health.observe(&sent.report);
-        let recorded = retry_until_ok("notify", &shutdown, || {
-            sent.record(outbox.as_ref(), crate::app::now())
-        })
-        .await;
-        if !recorded {
-            return;
-        }
-        iotstream_notify::record_alert_delay("recorded", &events);
-        if sent.leaves_pending() {
-            state.wake_notifier();
+        // record re-sends the slice in flight (same delivery ids): the offsets are not
+        // committed yet, and the recorded slices are skipped when the batch comes again.
+        for slice in events.chunks(iotstream_notify::SLICE) {
+            let sent = retry_until("notify", &shutdown, || {
+                let queue_only = sender.health.failing();
+                iotstream_notify::send_fresh(&deps, slice, crate::app::now(), queue_only, rand::random::<f64>)
+            })
+            .await;
+            let Some(sent) = sent else {
+                return;
+            };
+            sender.health.observe(&sent.report);
+            let recorded = retry_until_ok("notify", &shutdown, || {
+                sent.record(outbox.as_ref(), crate::app::now())
+            })
+            .await;
+            if !recorded {
+                return;
+            }
+            iotstream_notify::record_alert_delay("recorded", slice);
+            if sent.leaves_pending() {
+                state.wake_notifier();
+            }
         }
         if !pacer.done(consumer.as_mut(), &shutdown).await {
             return;

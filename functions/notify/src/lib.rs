@@ -8,8 +8,8 @@
 //! - Delivery: each batch read from the topic is sent *before* it is queued ([`send_fresh`]):
 //!   the webhook does not wait for a database commit. Then every new event is recorded in the
 //!   durable outbox with its outcome ([`Sent::record`]: delivered, due for a retry, dead), and
-//!   only then are the topic's offsets committed. A crash in between re-sends the batch with the
-//!   same delivery ids; nothing is lost. Failed events are retried from the outbox by a delivery
+//!   only then are the topic's offsets committed. Batches go out in slices of [`SLICE`]
+//!   events. A crash in between re-sends the slice with the same delivery ids; nothing is lost. Failed events are retried from the outbox by a delivery
 //!   loop ([`deliver_due`]) with exponential backoff and jitter, then dead-lettered; they survive
 //!   restarts. While the endpoint fails ([`Health`]), batches are queued without a first try.
 //! - Idempotency key: the event id (`<alert id>:<kind>`): the outbox ignores an id it has seen,
@@ -157,6 +157,11 @@ pub struct Deps<'a> {
 
 /// Requests in flight at once.
 pub const CONCURRENCY: usize = 16;
+
+/// Events of a batch from the topic sent before they are recorded ([`send_fresh`]): bursts up
+/// to this size reach the endpoint without waiting for a database commit, and a crash re-sends
+/// at most this many events.
+pub const SLICE: usize = 64;
 
 /// Sends every delivery due at `now`: events of different alerts concurrently (up to
 /// [`CONCURRENCY`]), events of one alert in order — a later event waits while an earlier one is
