@@ -2,7 +2,7 @@
 //! Engines that cannot express a rule in their query language (or the in-process cache) call
 //! these; the conformance suites check that every engine behaves exactly like them.
 
-use iotstream_core::ports::{SeriesPoint, Settled};
+use iotstream_core::ports::{Screened, SeriesPoint, Settled};
 use iotstream_core::{Alert, AlertEvent, AlertEventKind, AlertState, LatestState, Ts};
 
 /// The outbox row of a recorded delivery: (status, attempts, next attempt at, last error).
@@ -13,6 +13,19 @@ pub fn outbox_row(settled: &Settled, now: Ts) -> (&'static str, u32, Ts, Option<
         Settled::Pending { attempts, at, error } => ("pending", *attempts, *at, error.as_deref()),
         Settled::Dead { attempts, error } => ("dead", *attempts, now, Some(error.as_str())),
     }
+}
+
+/// [`Screened`] from the rows of a screening query: `("held", event id)` and
+/// `("waiting", alert id)`.
+pub fn screened(rows: Vec<(String, String)>) -> Screened {
+    let mut screened = Screened::default();
+    for (what, id) in rows {
+        match what.as_str() {
+            "held" => screened.held.insert(id),
+            _ => screened.waiting.insert(id),
+        };
+    }
+    screened
 }
 
 /// Merges `incoming` into the `stored` latest state of the same device: the result has the

@@ -3,6 +3,7 @@
 //! `delivered` or `dead`; only pending rows change; unknown ids are ignored).
 
 use super::{PgResults, decode_err, pg_err};
+use crate::semantics;
 use async_trait::async_trait;
 use iotstream_core::ports::{DeadLetter, Outbox, PendingDelivery, PortResult, Screened, Settled};
 use iotstream_core::{AlertEvent, PortError, Ts};
@@ -67,7 +68,7 @@ impl Columns {
     fn push(&mut self, e: &AlertEvent, settled: &Settled, now: Ts) -> PortResult<()> {
         let body = serde_json::to_string(e)
             .map_err(|err| PortError::invalid(format!("cannot encode alert event: {err}")))?;
-        let (status, attempts, at, error) = crate::semantics::outbox_row(settled, now);
+        let (status, attempts, at, error) = semantics::outbox_row(settled, now);
         self.ids.push(e.id.clone());
         self.kinds.push(e.event.as_str());
         self.bodies.push(body);
@@ -110,14 +111,7 @@ impl Outbox for PgResults {
             .fetch_all(&self.pool)
             .await
             .map_err(pg_err)?;
-        let mut screened = Screened::default();
-        for (what, id) in rows {
-            match what.as_str() {
-                "held" => screened.held.insert(id),
-                _ => screened.waiting.insert(id),
-            };
-        }
-        Ok(screened)
+        Ok(semantics::screened(rows))
     }
 
     async fn record(&self, settled: &[(AlertEvent, Settled)], now: Ts) -> PortResult<usize> {

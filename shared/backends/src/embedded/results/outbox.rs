@@ -116,14 +116,7 @@ impl Outbox for EmbeddedResults {
         .fetch_all(&self.db.read)
         .await
         .map_err(db_err)?;
-        let mut screened = Screened::default();
-        for (what, id) in rows {
-            match what.as_str() {
-                "held" => screened.held.insert(id),
-                _ => screened.waiting.insert(id),
-            };
-        }
-        Ok(screened)
+        Ok(semantics::screened(rows))
     }
 
     async fn record(&self, settled: &[(AlertEvent, Settled)], now: Ts) -> PortResult<usize> {
