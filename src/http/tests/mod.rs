@@ -2,7 +2,6 @@
 //! driven with `oneshot` requests.
 
 mod admin;
-mod checkpoints;
 mod dead_letters;
 mod faults;
 mod functions;
