@@ -1,10 +1,9 @@
 //! analyze's loop: poll → (load the checkpoint of a newly owned partition) → evaluate → publish
-//! → periodically checkpoint (per partition: its devices' state + its position; snapshotted in
-//! the loop, saved in the background) and commit.
+//! → periodically checkpoint (per partition: its devices' state + its position) and commit.
 //! After a crash, replay from the checkpoints re-publishes identical outputs (deterministic
 //! ids), which downstream sinks absorb.
 
-use super::partitions::{self, Owned};
+use super::partitions::Owned;
 use super::{BATCH, POLL_WAIT, retry_until_ok, stopping};
 use crate::app::{AppState, Config};
 use anyhow::Context;
@@ -12,12 +11,12 @@ use iotstream_analyze::{Input, evaluate, publish, tick};
 use iotstream_core::engine::Engine;
 use iotstream_core::{groups, topics};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How often the engine's processing-time work runs (silence, partial windows, latest state).
-const TICK: Duration = Duration::from_secs(1);
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn spawn(
     state: &Arc<AppState>,
@@ -36,7 +35,6 @@ pub async fn spawn(
     let mut interval = every;
     Ok(tokio::spawn(async move {
         let mut dirty = false;
-        let mut saving: Option<JoinHandle<(bool, Duration, Duration)>> = None;
         let mut last = Instant::now();
         let mut ticked = Instant::now();
         // Input rate, smoothed over recent batches: decides how long a small batch may linger.
@@ -79,15 +77,10 @@ pub async fn spawn(
                         {
                             return;
                         }
-                        let started = Instant::now();
                         let out = evaluate(&input, partition, &mut engine, crate::app::now());
-                        step_done("evaluate", started);
-                        iotstream_analyze::record_alert_delay("evaluated", &out.alerts);
-                        let started = Instant::now();
                         if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
                             return; // state now includes an unpublished batch: do not checkpoint it
                         }
-                        step_done("publish", started);
                         dirty = true;
                     }
                 }
@@ -97,7 +90,7 @@ pub async fn spawn(
                     tokio::time::sleep(POLL_WAIT).await;
                 }
             }
-            let checkpoint_due = dirty && saving.is_none() && last.elapsed() >= interval;
+            let checkpoint_due = dirty && last.elapsed() >= interval;
             if ticked.elapsed() >= TICK || checkpoint_due {
                 // Before a checkpoint too: what the checkpoint covers has been emitted.
                 let out = tick(&mut engine, crate::app::now());
@@ -107,48 +100,22 @@ pub async fn spawn(
                 }
                 dirty |= !out.alerts.is_empty();
             }
-            // The checkpoint is snapshotted here and saved in the background, so a slow
-            // database commit does not hold up the analysis (and the alerts) behind it. One
-            // save at a time; offsets are committed once it is done.
             if checkpoint_due {
                 let started = Instant::now();
-                let snapshot = owned.snapshot(&mut engine, consumer.as_ref());
-                dirty = false;
-                let took = started.elapsed();
-                step_done("snapshot", started);
-                let store = checkpoints.clone();
-                saving = Some(tokio::spawn(async move {
-                    let started = Instant::now();
-                    let saved = partitions::save(store.as_ref(), &snapshot).await;
-                    step_done("checkpoint", started);
-                    (saved, took, started.elapsed())
-                }));
-            }
-            if saving.as_ref().is_some_and(JoinHandle::is_finished) {
-                let (saved, took, saving_took) = saving.take().expect("checked above").await.unwrap_or((
-                    false,
-                    Duration::ZERO,
-                    Duration::ZERO,
-                ));
-                if saved {
-                    partitions::commit(consumer.as_mut()).await;
-                } else {
-                    dirty = true;
+                if owned
+                    .checkpoint(&mut engine, consumer.as_mut(), checkpoints.as_ref())
+                    .await
+                {
+                    dirty = false;
                 }
                 // Checkpoints of a large state (tens of MB at 10,000s of devices) take a while:
-                // space them so the snapshot costs at most ~5 % of analyze's time and the
-                // database is not written continuously; a crash replays more.
-                interval = every.max(took * 20).max(saving_took * 2);
+                // space them so they cost at most ~5 % of analyze's time; a crash replays more.
+                interval = every.max(started.elapsed() * 20);
                 last = Instant::now();
             }
             if stopping(&shutdown) {
                 break;
             }
-        }
-        if let Some(save) = saving.take()
-            && matches!(save.await, Ok((true, ..)))
-        {
-            partitions::commit(consumer.as_mut()).await;
         }
         let out = tick(&mut engine, crate::app::now());
         if publish(&out, bus.as_ref()).await.is_ok() && (dirty || !out.alerts.is_empty()) {
@@ -157,13 +124,6 @@ pub async fn spawn(
                 .await;
         }
     }))
-}
-
-/// `iotstream_analyze_step_seconds{step}`: how long one step took (evaluate a partition's
-/// batch, publish its outputs, snapshot the state, save the checkpoints in the background).
-fn step_done(step: &'static str, started: Instant) {
-    metrics::histogram!("iotstream_analyze_step_seconds", "step" => step)
-        .record(started.elapsed().as_secs_f64());
 }
 
 pub async fn wait_stop(shutdown: &watch::Receiver<bool>) {

@@ -5,8 +5,7 @@
 //! - The first records of a partition this instance has not owned yet load the partition's
 //!   checkpoint (`analyze/p<N>`: the state of its devices and the position it reflects), absorb
 //!   it into the engine, seek past it, and drop records the state already reflects.
-//! - A checkpoint saves one entry per owned partition, then commits offsets. The state is
-//!   snapshotted at once; the loop saves it in the background and reads on meanwhile.
+//! - A checkpoint saves one entry per owned partition, then commits offsets.
 //! - A partition that is no longer in the consumer's positions (revoked by a rebalance) is
 //!   released: its devices' state is dropped; its new owner resumes from its last checkpoint and
 //!   re-publishes what followed, which the idempotent sinks absorb.
@@ -151,26 +150,13 @@ impl Owned {
     }
 
     /// Saves a checkpoint per owned partition and commits; releases revoked partitions. False
-    /// when a checkpoint could not be saved (nothing is committed then). The loop does the same
-    /// in two halves, [`Owned::snapshot`] then [`save`] in the background, then [`commit`].
+    /// when a checkpoint could not be saved (nothing is committed then).
     pub async fn checkpoint(
         &mut self,
         engine: &mut Engine,
         consumer: &mut dyn Consumer,
         store: &dyn CheckpointStore,
     ) -> bool {
-        let checkpoints = self.snapshot(engine, consumer);
-        if !save(store, &checkpoints).await {
-            return false;
-        }
-        commit(consumer).await;
-        true
-    }
-
-    /// Releases revoked partitions, then takes each owned partition's checkpoint at the
-    /// consumer's position: what [`save`] writes. Synchronous, so the state is the one those
-    /// positions reflect.
-    pub fn snapshot(&mut self, engine: &mut Engine, consumer: &dyn Consumer) -> Vec<(String, Checkpoint)> {
         let positions = consumer.positions();
         let revoked: Vec<u32> = self
             .from
@@ -184,40 +170,24 @@ impl Owned {
             self.from.remove(&p);
             self.loaded.remove(&p);
         }
-        positions
-            .iter()
-            .filter(|x| self.from.contains_key(&x.partition))
-            .map(|pos| {
-                let cp = Checkpoint {
-                    positions: vec![*pos],
-                    state: engine.snapshot_partition(pos.partition),
-                };
-                (key(pos.partition), cp)
-            })
-            .collect()
-    }
-}
-
-/// Saves checkpoints taken by [`Owned::snapshot`]; false when one could not be saved.
-pub async fn save(store: &dyn CheckpointStore, checkpoints: &[(String, Checkpoint)]) -> bool {
-    let mut bytes = 0usize;
-    for (name, cp) in checkpoints {
-        bytes += cp.state.len();
-        if let Err(e) = store.save_checkpoint(name, cp).await {
-            tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
-            return false;
+        let mut bytes = 0usize;
+        for pos in positions.iter().filter(|x| self.from.contains_key(&x.partition)) {
+            let cp = Checkpoint {
+                positions: vec![*pos],
+                state: engine.snapshot_partition(pos.partition),
+            };
+            bytes += cp.state.len();
+            if let Err(e) = store.save_checkpoint(&key(pos.partition), &cp).await {
+                tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
+                return false;
+            }
         }
-    }
-    metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(bytes as f64);
-    true
-}
-
-/// Commits the consumer's offsets, after a [`save`]. They may be past the checkpoints' positions
-/// (records analysed while the checkpoint was saved): committed offsets feed lag metrics and
-/// KEDA; the checkpoints are what resumes.
-pub async fn commit(consumer: &mut dyn Consumer) {
-    if let Err(e) = consumer.commit().await {
-        tracing::warn!(error = %e, "analyze offset commit failed");
+        metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(bytes as f64);
+        // Committed offsets feed lag metrics and KEDA; the checkpoints are what resumes.
+        if let Err(e) = consumer.commit().await {
+            tracing::warn!(error = %e, "analyze offset commit failed");
+        }
+        true
     }
 }
 
