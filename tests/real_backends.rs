@@ -144,13 +144,7 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
         "{forecasts}"
     );
     assert_eq!(forecasts["forecasts"][0]["rule"], "overheat", "{forecasts}");
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(server.readyz().await, 200);
 
     #[cfg(feature = "cosmos")]
     cosmos_has_the_readings(&env, &pump, now, 20).await;
@@ -233,11 +227,5 @@ async fn run_splits_the_pipeline_over_processes() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    let r = _workers
-        .client
-        .get(format!("{}/readyz", _workers.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(_workers.readyz().await, 200);
 }

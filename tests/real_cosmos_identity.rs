@@ -120,13 +120,7 @@ async fn stores_readings_with_a_managed_identity(name: &str, user_assigned: bool
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(dir.path(), &[], None, &env.env()).await;
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200, "ready: the store answers");
+    assert_eq!(server.readyz().await, 200, "ready: the store answers");
     let device = env.device("mi");
     let token = env.provision(dir.path(), &device);
     let now = iotstream_core::Ts::from_datetime(time::OffsetDateTime::now_utc()).millis();

@@ -123,17 +123,7 @@ async fn postgres_outage_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.down();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ready = server
-        .client
-        .get(format!("{}/readyz", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready.status().as_u16(),
-        503,
-        "not ready while the database is away"
-    );
+    assert_eq!(server.readyz().await, 503, "not ready while the database is away");
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.up();
     for s in senders {

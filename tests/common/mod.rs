@@ -161,6 +161,17 @@ impl Server {
     }
 
     /// SIGKILL: no shutdown code runs.
+    /// The status of `GET /readyz`.
+    pub async fn readyz(&self) -> u16 {
+        self.client
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();

@@ -9,9 +9,9 @@
 //!   the webhook does not wait for a database commit. Then every new event is recorded in the
 //!   durable outbox with its outcome ([`Sent::record`]: delivered, due for a retry, dead), and
 //!   only then are the topic's offsets committed. Batches go out in slices of [`SLICE`]
-//!   events. A crash in between re-sends the slice with the same delivery ids; nothing is lost. Failed events are retried from the outbox by a delivery
-//!   loop ([`deliver_due`]) with exponential backoff and jitter, then dead-lettered; they survive
-//!   restarts. While the endpoint fails ([`Health`]), batches are queued without a first try.
+//!   events. A crash in between re-sends the slice with the same delivery ids; nothing is lost.
+//!   Failed events are retried from the outbox by a delivery loop ([`deliver_due`]) with
+//!   exponential backoff and jitter, then dead-lettered; they survive restarts. While the endpoint fails ([`Health`]), batches are queued without a first try.
 //! - Idempotency key: the event id (`<alert id>:<kind>`): the outbox ignores an id it has seen,
 //!   and a batch skips the ids it holds.
 //!

@@ -7,14 +7,21 @@ mod common;
 use common::{Flaky, NOW, Receiver, burst, deps, outbox_with};
 use iotstream_backends::conformance::{alert, event};
 use iotstream_core::ports::Outbox;
-use iotstream_core::{AlertEventKind, DeviceId, Ts};
-use iotstream_notify::{Deps, Health, Report, RetryPolicy, deliver_due, send_fresh};
+use iotstream_core::{AlertEvent, AlertEventKind, DeviceId, Ts};
+use iotstream_notify::{Deps, Health, Report, RetryPolicy, Sent, deliver_due, send_fresh};
 use std::collections::HashSet;
 
 const LATER: Ts = Ts(NOW + 3_600_000);
 
 fn no_jitter() -> f64 {
     0.0
+}
+
+/// One step of notify's consumer on the embedded outbox: sends `events`, then records them.
+async fn send_and_record(deps: &Deps<'_>, events: &[AlertEvent], at: Ts, queue_only: bool) -> Sent {
+    let sent = send_fresh(deps, events, at, queue_only, no_jitter).await.unwrap();
+    sent.record(deps.outbox, at).await.unwrap();
+    sent
 }
 
 #[tokio::test]
@@ -113,10 +120,7 @@ async fn a_failure_is_recorded_for_a_retry_and_its_alerts_later_events_wait_behi
     let receiver = Receiver::failing(&["a0"]);
     let events = burst(4);
 
-    let sent = send_fresh(&deps(&outbox, &receiver), &events, Ts(NOW), false, no_jitter)
-        .await
-        .unwrap();
-    sent.record(&outbox, Ts(NOW)).await.unwrap();
+    let sent = send_and_record(&deps(&outbox, &receiver), &events, Ts(NOW), false).await;
 
     assert_eq!(
         sent.report,
@@ -145,16 +149,13 @@ async fn a_failure_is_recorded_for_a_retry_and_its_alerts_later_events_wait_behi
         NOW,
         90.0,
     );
-    let next = send_fresh(
+    let next = send_and_record(
         &deps(&outbox, &receiver),
         std::slice::from_ref(&acked),
         Ts(NOW + 10),
         false,
-        no_jitter,
     )
-    .await
-    .unwrap();
-    next.record(&outbox, Ts(NOW + 10)).await.unwrap();
+    .await;
     assert_eq!(
         next.report,
         Report {
@@ -188,10 +189,7 @@ async fn a_first_failure_is_dead_when_the_policy_allows_one_attempt() {
         ..deps(&outbox, &receiver)
     };
 
-    let sent = send_fresh(&deps, &burst(2), Ts(NOW), false, no_jitter)
-        .await
-        .unwrap();
-    sent.record(&outbox, Ts(NOW)).await.unwrap();
+    let sent = send_and_record(&deps, &burst(2), Ts(NOW), false).await;
 
     assert_eq!(
         sent.report,
@@ -212,30 +210,12 @@ async fn while_the_endpoint_fails_batches_are_queued_without_a_try() {
     let (_dir, outbox) = outbox_with(&[]).await;
     let receiver = Receiver::failing(&["a0"]);
     let health = Health::default();
-    let first = send_fresh(
-        &deps(&outbox, &receiver),
-        &burst(1),
-        Ts(NOW),
-        health.failing(),
-        no_jitter,
-    )
-    .await
-    .unwrap();
-    first.record(&outbox, Ts(NOW)).await.unwrap();
+    let first = send_and_record(&deps(&outbox, &receiver), &burst(1), Ts(NOW), health.failing()).await;
     health.observe(&first.report);
     assert!(health.failing());
 
     let events = burst(6)[2..].to_vec();
-    let sent = send_fresh(
-        &deps(&outbox, &receiver),
-        &events,
-        Ts(NOW + 10),
-        health.failing(),
-        no_jitter,
-    )
-    .await
-    .unwrap();
-    sent.record(&outbox, Ts(NOW + 10)).await.unwrap();
+    let sent = send_and_record(&deps(&outbox, &receiver), &events, Ts(NOW + 10), health.failing()).await;
     assert_eq!(
         sent.report,
         Report {

@@ -61,13 +61,10 @@ async fn record_in(
         for (e, settled) in chunk {
             let body = serde_json::to_string(e).map_err(|err| encode_err("alert event", err))?;
             let (status, attempts, at, error) = semantics::outbox_row(settled, now);
-            let (at, finished) = match settled {
-                Settled::Pending { .. } => {
-                    let floor = waiting.get(&e.alert.id).copied().unwrap_or(i64::MIN);
-                    (at.millis().max(floor), None)
-                }
-                _ => (at.millis(), Some(now.millis())),
-            };
+            let pending = matches!(settled, Settled::Pending { .. });
+            let floor = waiting.get(&e.alert.id).filter(|_| pending).copied();
+            let at = floor.map_or(at.millis(), |f| at.millis().max(f));
+            let finished = (!pending).then_some(now.millis());
             q = q
                 .bind(e.id.as_str())
                 .bind(e.event.as_str())
