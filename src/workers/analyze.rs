@@ -1,9 +1,10 @@
 //! analyze's loop: poll → (load the checkpoint of a newly owned partition) → evaluate → publish
-//! → periodically checkpoint (per partition: its devices' state + its position) and commit.
+//! → periodically checkpoint (per partition: its devices' state + its position; snapshotted in
+//! the loop, saved in the background) and commit.
 //! After a crash, replay from the checkpoints re-publishes identical outputs (deterministic
 //! ids), which downstream sinks absorb.
 
-use super::partitions::Owned;
+use super::partitions::{Owned, Saving};
 use super::{BATCH, POLL_WAIT, retry_until_ok, stopping};
 use crate::app::{AppState, Config};
 use anyhow::Context;
@@ -11,12 +12,12 @@ use iotstream_analyze::{Input, evaluate, publish, tick};
 use iotstream_core::engine::Engine;
 use iotstream_core::{groups, topics};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How often the engine's processing-time work runs (silence, partial windows, latest state).
-const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+const TICK: Duration = Duration::from_secs(1);
 
 pub async fn spawn(
     state: &Arc<AppState>,
@@ -35,6 +36,7 @@ pub async fn spawn(
     let mut interval = every;
     Ok(tokio::spawn(async move {
         let mut dirty = false;
+        let mut saving: Option<Saving> = None;
         let mut last = Instant::now();
         let mut ticked = Instant::now();
         // Input rate, smoothed over recent batches: decides how long a small batch may linger.
@@ -77,10 +79,15 @@ pub async fn spawn(
                         {
                             return;
                         }
+                        let started = Instant::now();
                         let out = evaluate(&input, partition, &mut engine, crate::app::now());
+                        step_done("evaluate", started);
+                        iotstream_analyze::record_alert_delay("evaluated", &out.alerts);
+                        let started = Instant::now();
                         if !retry_until_ok("analyze", &shutdown, || publish(&out, bus.as_ref())).await {
                             return; // state now includes an unpublished batch: do not checkpoint it
                         }
+                        step_done("publish", started);
                         dirty = true;
                     }
                 }
@@ -90,7 +97,7 @@ pub async fn spawn(
                     tokio::time::sleep(POLL_WAIT).await;
                 }
             }
-            let checkpoint_due = dirty && last.elapsed() >= interval;
+            let checkpoint_due = dirty && saving.is_none() && last.elapsed() >= interval;
             if ticked.elapsed() >= TICK || checkpoint_due {
                 // Before a checkpoint too: what the checkpoint covers has been emitted.
                 let out = tick(&mut engine, crate::app::now());
@@ -100,22 +107,31 @@ pub async fn spawn(
                 }
                 dirty |= !out.alerts.is_empty();
             }
+            // The checkpoint is snapshotted here and saved in the background, one save at a
+            // time; what it saved is committed once it is done.
             if checkpoint_due {
                 let started = Instant::now();
-                if owned
-                    .checkpoint(&mut engine, consumer.as_mut(), checkpoints.as_ref())
-                    .await
-                {
-                    dirty = false;
-                }
+                let snapshot = owned.snapshot(&mut engine, consumer.as_ref());
+                dirty = false;
+                step_done("snapshot", started);
+                saving = Some(Saving::start(checkpoints.clone(), snapshot, started.elapsed()));
+            }
+            if let Some(save) = saving.take_if(|s| s.is_finished()) {
+                let snapshot_took = save.snapshot_took;
+                let (saved, took) = save.finish(consumer.as_mut()).await;
+                dirty |= !saved;
                 // Checkpoints of a large state (tens of MB at 10,000s of devices) take a while:
-                // space them so they cost at most ~5 % of analyze's time; a crash replays more.
-                interval = every.max(started.elapsed() * 20);
+                // space them so the snapshot costs at most ~5 % of analyze's time and the
+                // database is not written continuously; a crash replays more.
+                interval = every.max(snapshot_took * 20).max(took * 2);
                 last = Instant::now();
             }
             if stopping(&shutdown) {
                 break;
             }
+        }
+        if let Some(save) = saving.take() {
+            save.finish(consumer.as_mut()).await;
         }
         let out = tick(&mut engine, crate::app::now());
         if publish(&out, bus.as_ref()).await.is_ok() && (dirty || !out.alerts.is_empty()) {
@@ -124,6 +140,13 @@ pub async fn spawn(
                 .await;
         }
     }))
+}
+
+/// `iotstream_analyze_step_seconds{step}`: how long one step took (evaluate a partition's
+/// batch, publish its outputs, snapshot the state, save the checkpoints in the background).
+pub(super) fn step_done(step: &'static str, started: Instant) {
+    metrics::histogram!("iotstream_analyze_step_seconds", "step" => step)
+        .record(started.elapsed().as_secs_f64());
 }
 
 pub async fn wait_stop(shutdown: &watch::Receiver<bool>) {

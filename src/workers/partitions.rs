@@ -5,7 +5,8 @@
 //! - The first records of a partition this instance has not owned yet load the partition's
 //!   checkpoint (`analyze/p<N>`: the state of its devices and the position it reflects), absorb
 //!   it into the engine, seek past it, and drop records the state already reflects.
-//! - A checkpoint saves one entry per owned partition, then commits offsets.
+//! - A checkpoint saves one entry per owned partition, then commits offsets. The state is
+//!   snapshotted at once; the loop saves it in the background and reads on meanwhile.
 //! - A partition that is no longer in the consumer's positions (revoked by a rebalance) is
 //!   released: its devices' state is dropped; its new owner resumes from its last checkpoint and
 //!   re-publishes what followed, which the idempotent sinks absorb.
@@ -17,8 +18,10 @@ use iotstream_core::PortError;
 use iotstream_core::engine::Engine;
 use iotstream_core::ports::{Checkpoint, CheckpointStore, Consumer, Delivered, Position};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Retries `op` while it fails (a backend that is down), until shutdown.
 async fn retrying<T, F, Fut>(shutdown: &watch::Receiver<bool>, mut op: F) -> anyhow::Result<T>
@@ -150,13 +153,26 @@ impl Owned {
     }
 
     /// Saves a checkpoint per owned partition and commits; releases revoked partitions. False
-    /// when a checkpoint could not be saved (nothing is committed then).
+    /// when a checkpoint could not be saved (nothing is committed then). The loop does the same
+    /// in two halves: [`Owned::snapshot`], then a [`Saving`] in the background.
     pub async fn checkpoint(
         &mut self,
         engine: &mut Engine,
         consumer: &mut dyn Consumer,
         store: &dyn CheckpointStore,
     ) -> bool {
+        let checkpoints = self.snapshot(engine, consumer);
+        if !save(store, &checkpoints).await {
+            return false;
+        }
+        commit(consumer, &checkpoints).await;
+        true
+    }
+
+    /// Releases revoked partitions, then takes each owned partition's checkpoint at the
+    /// consumer's position: what [`save`] writes. Synchronous, so the state is the one those
+    /// positions reflect.
+    pub fn snapshot(&mut self, engine: &mut Engine, consumer: &dyn Consumer) -> Vec<(String, Checkpoint)> {
         let positions = consumer.positions();
         let revoked: Vec<u32> = self
             .from
@@ -170,24 +186,102 @@ impl Owned {
             self.from.remove(&p);
             self.loaded.remove(&p);
         }
-        let mut bytes = 0usize;
-        for pos in positions.iter().filter(|x| self.from.contains_key(&x.partition)) {
-            let cp = Checkpoint {
-                positions: vec![*pos],
-                state: engine.snapshot_partition(pos.partition),
-            };
-            bytes += cp.state.len();
-            if let Err(e) = store.save_checkpoint(&key(pos.partition), &cp).await {
-                tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
-                return false;
+        positions
+            .iter()
+            .filter(|x| self.from.contains_key(&x.partition))
+            .map(|pos| {
+                let cp = Checkpoint {
+                    positions: vec![*pos],
+                    state: engine.snapshot_partition(pos.partition),
+                };
+                (key(pos.partition), cp)
+            })
+            .collect()
+    }
+}
+
+/// Saves checkpoints taken by [`Owned::snapshot`], all at once (one database round trip's
+/// time, not one per partition); false when one could not be saved.
+pub async fn save(store: &dyn CheckpointStore, checkpoints: &[(String, Checkpoint)]) -> bool {
+    let saves = checkpoints
+        .iter()
+        .map(|(name, cp)| store.save_checkpoint(name, cp));
+    if let Some(e) = futures::future::join_all(saves)
+        .await
+        .into_iter()
+        .find_map(Result::err)
+    {
+        tracing::warn!(error = %e, "analyze checkpoint failed; will retry");
+        return false;
+    }
+    let bytes: usize = checkpoints.iter().map(|(_, cp)| cp.state.len()).sum();
+    metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(bytes as f64);
+    true
+}
+
+/// A checkpoint being saved in the background (see [`save`]), so that a slow database commit
+/// does not hold up the analysis, and the alerts, behind it.
+pub struct Saving {
+    task: JoinHandle<bool>,
+    checkpoints: Arc<Vec<(String, Checkpoint)>>,
+    /// How long taking the snapshot took, in the loop.
+    pub snapshot_took: Duration,
+    started: Instant,
+}
+
+impl Saving {
+    pub fn start(
+        store: Arc<dyn CheckpointStore>,
+        checkpoints: Vec<(String, Checkpoint)>,
+        snapshot_took: Duration,
+    ) -> Saving {
+        let checkpoints = Arc::new(checkpoints);
+        let started = Instant::now();
+        let task = tokio::spawn({
+            let checkpoints = checkpoints.clone();
+            async move {
+                let saved = save(store.as_ref(), &checkpoints).await;
+                super::analyze::step_done("checkpoint", started);
+                saved
             }
+        });
+        Saving {
+            task,
+            checkpoints,
+            snapshot_took,
+            started,
         }
-        metrics::gauge!("iotstream_analyze_checkpoint_bytes").set(bytes as f64);
-        // Committed offsets feed lag metrics and KEDA; the checkpoints are what resumes.
-        if let Err(e) = consumer.commit().await {
-            tracing::warn!(error = %e, "analyze offset commit failed");
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the save; commits what it saved when it succeeded. Returns whether it did and
+    /// how long the save took.
+    pub async fn finish(self, consumer: &mut dyn Consumer) -> (bool, Duration) {
+        let saved = self.task.await.unwrap_or(false);
+        let took = self.started.elapsed();
+        if saved {
+            commit(consumer, &self.checkpoints).await;
         }
-        true
+        (saved, took)
+    }
+}
+
+/// Commits the positions the saved `checkpoints` reflect, after a [`save`], and nothing past
+/// them: records analysed while the checkpoint was being saved, and partitions assigned since
+/// the snapshot, stay uncommitted. So a partition's committed offset is never ahead of its
+/// checkpoint, and a new owner that finds no checkpoint reads it from where the committed
+/// offset says without missing records no checkpoint covers. Committed offsets also feed lag
+/// metrics and KEDA.
+pub async fn commit(consumer: &mut dyn Consumer, checkpoints: &[(String, Checkpoint)]) {
+    let positions: Vec<Position> = checkpoints
+        .iter()
+        .flat_map(|(_, cp)| cp.positions.iter().copied())
+        .collect();
+    if let Err(e) = consumer.commit_at(&positions).await {
+        tracing::warn!(error = %e, "analyze offset commit failed");
     }
 }
 
@@ -230,7 +324,8 @@ mod tests {
             .iter()
             .map(|r| serde_json::from_slice(&r.value).unwrap())
             .collect();
-        engine.process_in(&readings, 0, Ts::from_millis(T0 + 60_000));
+        let partition = rs.first().map_or(0, |r| r.partition);
+        engine.process_in(&readings, partition, Ts::from_millis(T0 + 60_000));
     }
 
     /// Readings counted in the engine's 1-minute temperature windows.
@@ -327,5 +422,72 @@ mod tests {
             10,
             "each reading counted once, the other owner's too"
         );
+    }
+
+    /// A reading of `device` at second `i`, as ingest publishes it.
+    fn record(device: &str, i: i64) -> iotstream_core::ports::Record {
+        let r = Reading {
+            id: format!("{device}-{i}"),
+            device_id: DeviceId::parse(device).unwrap(),
+            ts: Ts::from_millis(T0 + i * 1_000),
+            metrics: [("temperature".to_owned(), 20.0)].into(),
+            message_id: None,
+        };
+        iotstream_core::ports::Record {
+            key: device.to_owned(),
+            value: serde_json::to_vec(&r).unwrap(),
+        }
+    }
+
+    /// A background save commits the positions it saved, not those read while it ran: records
+    /// analysed meanwhile, and partitions first read since, stay uncommitted until a checkpoint
+    /// covers them. Otherwise a new owner that finds no checkpoint for such a partition would
+    /// start past records no state holds any more, and their readings would be lost.
+    #[tokio::test]
+    async fn a_background_save_commits_what_it_saved_and_nothing_read_since() {
+        let (mut me, _tx) = Instance::new().await;
+        let bus = EmbeddedBus::open_with_partitions(me._dir.path(), 2)
+            .await
+            .unwrap();
+        me.consumer = bus.subscribe("analyze2", "telemetry2").await.unwrap();
+        let first: Vec<_> = (0..4).map(|i| record("d1", i)).collect();
+        bus.publish("telemetry2", &first).await.unwrap();
+        let got = me.consumer.poll(100, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(me.take(got).await.len(), 4);
+        let snapshot = me.owned.snapshot(&mut me.engine, me.consumer.as_ref());
+        let store: Arc<dyn CheckpointStore> = Arc::new(me.store.clone());
+        let saving = Saving::start(store, snapshot, Duration::ZERO);
+
+        // Eight more devices: some land on the partition d1 is not on.
+        let more: Vec<_> = (0..8).map(|i| record(&format!("e{i}"), 10)).collect();
+        bus.publish("telemetry2", &more).await.unwrap();
+        let got = me.consumer.poll(100, Duration::from_secs(5)).await.unwrap();
+        let partitions: BTreeSet<u32> = got.iter().map(|r| r.partition).collect();
+        assert_eq!(partitions.len(), 2, "both partitions read: {partitions:?}");
+        assert_eq!(me.take(got).await.len(), 8);
+
+        let (saved, _) = saving.finish(me.consumer.as_mut()).await;
+        assert!(saved);
+        assert_eq!(
+            bus.lag("analyze2", "telemetry2").await.unwrap(),
+            8,
+            "only the 4 records the checkpoint holds are committed"
+        );
+        let p = first_partition(&bus, "d1").await;
+        let cp = me.store.load_checkpoint(&key(p)).await.unwrap().expect("saved");
+        assert_eq!(
+            cp.positions,
+            vec![Position {
+                partition: p,
+                next_offset: 4
+            }]
+        );
+    }
+
+    /// The partition `device`'s records land on, read from a fresh group.
+    async fn first_partition(bus: &EmbeddedBus, device: &str) -> u32 {
+        let mut c = bus.subscribe("probe", "telemetry2").await.unwrap();
+        let got = c.poll(100, Duration::from_secs(5)).await.unwrap();
+        got.iter().find(|r| r.key == device).expect("published").partition
     }
 }

@@ -12,7 +12,7 @@
 
 use iotstream_core::engine::{Engine, Stats};
 use iotstream_core::ports::{Delivered, EventBus, Poisoned, Record};
-use iotstream_core::{PortError, Reading, Ts, topics};
+use iotstream_core::{AlertEvent, PortError, Reading, Ts, topics};
 
 pub use iotstream_core::engine::Output as EngineOutput;
 
@@ -100,17 +100,21 @@ pub async fn publish(out: &EngineOutput, bus: &dyn EventBus) -> Result<(), PortE
             return Ok(());
         }
         bus.publish(topics::ALERTS, &alerts).await?;
-        let now = Ts::from_system_time(std::time::SystemTime::now());
-        for a in &out.alerts {
-            if let Some(d) = a.opened_delay_secs(now) {
-                metrics::histogram!("iotstream_alert_delay_seconds", "stage" => "published").record(d);
-            }
-        }
+        record_alert_delay("published", &out.alerts);
         metrics::counter!("iotstream_alert_transitions_total").increment(alerts.len() as u64);
         Ok(())
     };
     tokio::try_join!(publish_alerts, publish_insights)?;
     Ok(())
+}
+
+/// Records `iotstream_alert_delay_seconds{stage}` for the `opened` events among `alerts`:
+/// seconds from the reading that opened the alert to now (notify records the later stages).
+pub fn record_alert_delay(stage: &'static str, alerts: &[AlertEvent]) {
+    let now = Ts::from_system_time(std::time::SystemTime::now());
+    for d in alerts.iter().filter_map(|a| a.opened_delay_secs(now)) {
+        metrics::histogram!("iotstream_alert_delay_seconds", "stage" => stage).record(d);
+    }
 }
 
 fn record_stats(s: &Stats) {

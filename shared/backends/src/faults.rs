@@ -170,6 +170,11 @@ impl Consumer for FaultyConsumer {
         self.inner.commit().await
     }
 
+    async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
+        self.faults.check("bus")?;
+        self.inner.commit_at(positions).await
+    }
+
     async fn seek(&mut self, positions: &[Position]) -> PortResult<()> {
         self.faults.check("bus")?;
         self.inner.seek(positions).await

@@ -128,6 +128,11 @@ pub trait Consumer: Send {
     /// Commits the positions after everything returned by `poll` so far. Call it only once the
     /// side effects of those records are durable.
     async fn commit(&mut self) -> PortResult<()>;
+    /// Commits the given positions (taken earlier from [`Consumer::positions`]) instead of the
+    /// current ones, for a caller whose side effects are durable only up to that earlier point.
+    /// Partitions not listed keep their committed offsets; partitions this consumer no longer
+    /// owns are skipped.
+    async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()>;
     /// Moves the read position (e.g. to a checkpoint's offsets); committed offsets are unchanged.
     async fn seek(&mut self, positions: &[Position]) -> PortResult<()>;
     /// The current read positions of every partition this consumer owns.

@@ -2,6 +2,7 @@
 //! driven with `oneshot` requests.
 
 mod admin;
+mod checkpoints;
 mod dead_letters;
 mod faults;
 mod functions;

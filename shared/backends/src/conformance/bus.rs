@@ -14,6 +14,7 @@ pub async fn run(bus: Arc<dyn EventBus>) {
     per_key_order_and_dense_offsets(&*bus).await;
     committed_offsets_survive_resubscribe(&*bus).await;
     uncommitted_records_are_redelivered(&*bus).await;
+    commit_at_commits_earlier_positions_only(&*bus).await;
     independent_groups_each_get_everything(&*bus).await;
     lag_counts_published_minus_committed(&*bus).await;
     poll_wakes_up_on_publish(bus.clone()).await;
@@ -158,6 +159,45 @@ pub async fn uncommitted_records_are_redelivered(bus: &dyn EventBus) {
         got,
         ["b0", "b1", "b2", "b3"],
         "uncommitted records come again (at-least-once)"
+    );
+}
+
+/// `commit_at` commits positions taken earlier, not the current ones, and only the partitions
+/// it lists (analyze commits exactly what its checkpoint saved).
+pub async fn commit_at_commits_earlier_positions_only(bus: &dyn EventBus) {
+    let (topic, group) = fresh(bus, "commit-at").await;
+    let batch: Vec<Record> = (0..8).map(|i| rec(&format!("k{i}"), format!("a{i}"))).collect();
+    bus.publish(&topic, &batch).await.expect("publish");
+    {
+        let mut c = bus.subscribe(&group, &topic).await.expect("subscribe");
+        let first = drain(&mut *c, 8).await;
+        let mut earlier = c.positions();
+        earlier.sort_by_key(|p| p.partition);
+        let more: Vec<Record> = (0..4).map(|i| rec(&format!("k{i}"), format!("b{i}"))).collect();
+        bus.publish(&topic, &more).await.expect("publish");
+        drain(&mut *c, 4).await;
+        // Only the first partition that held one of the first records, at its earlier position.
+        let one = first[0].partition;
+        let only: Vec<Position> = earlier.iter().filter(|p| p.partition == one).copied().collect();
+        c.commit_at(&only).await.expect("commit_at one partition");
+        let held = first.iter().filter(|d| d.partition == one).count() as u64;
+        assert_eq!(
+            bus.lag(&group, &topic).await.expect("lag"),
+            12 - held,
+            "only the listed partition is committed, at the listed position"
+        );
+        c.commit_at(&earlier).await.expect("commit_at");
+        c.commit_at(&earlier)
+            .await
+            .expect("a second commit_at is harmless");
+    }
+    let mut c = bus.subscribe(&group, &topic).await.expect("resubscribe");
+    let mut got = values(&drain(&mut *c, 4).await);
+    got.sort();
+    assert_eq!(
+        got,
+        ["b0", "b1", "b2", "b3"],
+        "a new member starts at the positions committed, not at the later ones read"
     );
 }
 

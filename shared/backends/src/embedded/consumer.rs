@@ -117,12 +117,15 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self) -> PortResult<()> {
-        let changed: Vec<(usize, u64)> = self
-            .positions
+        let all = self.positions();
+        self.commit_at(&all).await
+    }
+
+    async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
+        let changed: Vec<(usize, u64)> = positions
             .iter()
-            .enumerate()
-            .filter(|(p, pos)| self.committed[*p] != **pos)
-            .map(|(p, pos)| (p, *pos))
+            .map(|pos| (pos.partition as usize, pos.next_offset))
+            .filter(|(p, pos)| self.committed.get(*p).is_some_and(|c| c != pos))
             .collect();
         if changed.is_empty() {
             return Ok(());

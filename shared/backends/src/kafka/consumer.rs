@@ -266,7 +266,12 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self) -> PortResult<()> {
-        if self.positions.is_empty() {
+        let all = self.positions();
+        self.commit_at(&all).await
+    }
+
+    async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
+        if positions.is_empty() {
             return Ok(());
         }
         self.renew_if_fatal()?;
@@ -274,8 +279,9 @@ impl Consumer for KafkaConsumer {
         // Positions of partitions taken away by a rebalance are no longer ours to commit.
         self.positions.retain(|p, _| assigned.contains(p));
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in &self.positions {
-            tpl.add_partition_offset(&self.broker_topic, *p as i32, Offset::Offset(*o as i64))
+        for pos in positions.iter().filter(|x| assigned.contains(&x.partition)) {
+            let offset = Offset::Offset(pos.next_offset as i64);
+            tpl.add_partition_offset(&self.broker_topic, pos.partition as i32, offset)
                 .map_err(|e| kafka_err("commit", &e))?;
         }
         if tpl.count() == 0 {

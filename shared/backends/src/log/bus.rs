@@ -366,7 +366,17 @@ impl Consumer for LogConsumer {
     }
 
     async fn commit(&mut self) -> PortResult<()> {
-        let next: Vec<u64> = self.cursors.iter().map(|(o, _)| *o).collect();
+        let all = self.positions();
+        self.commit_at(&all).await
+    }
+
+    async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
+        let mut next = self.committed.clone();
+        for pos in positions {
+            if let Some(c) = next.get_mut(pos.partition as usize) {
+                *c = pos.next_offset;
+            }
+        }
         if next == self.committed {
             return Ok(());
         }
