@@ -2,7 +2,7 @@
 //!
 //!     loadgen prepare --url U --admin-token T --devices N --out wrk.lua   # devices + a wrk script
 //!     loadgen batch   --url U --admin-token T --devices N --batch K --concurrency C --seconds S
-//!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P
+//!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P [--spread]
 //!
 //! `latency` expects the server to send webhooks to `http://127.0.0.1:P/`; it sends readings at a
 //! fixed rate, one in `--hot-every` (default 100) per device crossing the default `overheat` rule, and reports the time from
@@ -170,6 +170,9 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
     // Per device, one reading in `hot_every` crosses the threshold (opens an alert) and the next
     // one resolves it.
     let hot_every: u64 = arg("--hot-every", "100").parse().unwrap();
+    // `--spread`: each device's hot readings are offset by its index, so alerts arrive evenly
+    // instead of in bursts of one per device (the default, a worst case).
+    let spread = std::env::args().any(|a| a == "--spread");
     let received: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
     let rx = received.clone();
     let app = axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
@@ -224,8 +227,10 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
-                let (id, token) = &devs[(i as usize) % devs.len()];
-                let round = i / devs.len() as u64;
+                let dev = (i as usize) % devs.len();
+                let (id, token) = &devs[dev];
+                let offset = if spread { dev as u64 * hot_every / devs.len() as u64 } else { 0 };
+                let round = i / devs.len() as u64 + offset;
                 let temp = if round % hot_every == hot_every - 1 { 90.0 } else { 60.0 };
                 // Flap suppression (rules default: 3 openings per 10 min) holds a device's later
                 // alerts open: only its first three hot readings open one.
