@@ -40,8 +40,15 @@ fn log2_linear(x: f64) -> f64 {
 
 /// The inverse of [`log2_linear`].
 fn exp2_linear(y: f64) -> f64 {
-    let e = y.floor();
-    (1.0 + (y - e)) * 2f64.powi(e as i32)
+    // `floor` and `powi` are library calls, and a window's three quantiles need six of each:
+    // the same values, computed inline (2^e of a normal exponent is its bits).
+    let e = floor_i32(y);
+    let scale = if (-1022..=1023).contains(&e) {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        2f64.powi(e)
+    };
+    (1.0 + (y - e as f64)) * scale
 }
 
 #[inline]
@@ -188,31 +195,70 @@ impl Sketch {
     /// The value at quantile `q` (0..=1), or `None` when empty, by the nearest-rank rule: the
     /// `ceil(q * n)`-th smallest item (the smallest for `q = 0`).
     pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.quantiles([q])[0]
+    }
+
+    /// [`Sketch::quantile`] of each of `qs`, which must be ascending, in one walk over the bins
+    /// (a window reports three: one walk instead of three, and one count).
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         let n = self.count();
         if n == 0 {
-            return None;
+            return [None; N];
         }
-        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1;
-        let mut seen = 0u64;
+        let ranks = qs.map(|q| ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1);
+        debug_assert!(ranks.is_sorted(), "quantiles are asked for in ascending order");
+        // First the bin each quantile falls in (`ZERO_BIN`, else `index * 2 + sign`), then
+        // its value: computing a bin's value is a `powi` and a `floor`, for 3 bins, not all.
+        let mut bins = [0i64; N];
+        let (mut next, mut seen) = (0, 0u64);
         // Negative values, most negative first (highest magnitude index first).
         for (k, &c) in self.neg.bins.iter().enumerate().rev() {
             seen += c as u64;
-            if seen > rank {
-                return Some(-value(self.neg.offset + k as i32));
+            let bin = (self.neg.offset as i64 + k as i64) * 2 + 1;
+            if fill(&mut bins, &mut next, &ranks, seen, bin) {
+                break;
             }
         }
         seen += self.zero as u64;
-        if seen > rank {
-            return Some(0.0);
-        }
-        for (k, &c) in self.pos.bins.iter().enumerate() {
-            seen += c as u64;
-            if seen > rank {
-                return Some(value(self.pos.offset + k as i32));
+        if next < N && !fill(&mut bins, &mut next, &ranks, seen, ZERO_BIN) {
+            for (k, &c) in self.pos.bins.iter().enumerate() {
+                seen += c as u64;
+                let bin = (self.pos.offset as i64 + k as i64) * 2;
+                if fill(&mut bins, &mut next, &ranks, seen, bin) {
+                    break;
+                }
             }
         }
-        None
+        let mut out = [None; N];
+        for (o, &bin) in out.iter_mut().zip(&bins).take(next) {
+            *o = Some(match bin {
+                ZERO_BIN => 0.0,
+                b if b & 1 == 1 => -value((b >> 1) as i32),
+                b => value((b >> 1) as i32),
+            });
+        }
+        out
     }
+}
+
+/// The zero bin, in [`Sketch::quantiles`]' encoding of bins.
+const ZERO_BIN: i64 = i64::MIN;
+
+/// Sets the quantiles from `next` on whose rank the first `seen` items reach to `bin`; true
+/// once all are set.
+#[inline]
+fn fill<const N: usize>(
+    bins: &mut [i64; N],
+    next: &mut usize,
+    ranks: &[u64; N],
+    seen: u64,
+    bin: i64,
+) -> bool {
+    while *next < N && seen > ranks[*next] {
+        bins[*next] = bin;
+        *next += 1;
+    }
+    *next == N
 }
 
 #[cfg(test)]
@@ -305,7 +351,74 @@ mod tests {
         assert!((top - want).abs() <= ALPHA * want, "{top} vs {want}");
     }
 
+    /// The per-quantile walk `quantiles` replaced: the values must stay the same.
+    fn before(s: &Sketch, q: f64) -> Option<f64> {
+        let n = s.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1;
+        let mut seen = 0u64;
+        for (k, &c) in s.neg.bins.iter().enumerate().rev() {
+            seen += c as u64;
+            if seen > rank {
+                return Some(-value(s.neg.offset + k as i32));
+            }
+        }
+        seen += s.zero as u64;
+        if seen > rank {
+            return Some(0.0);
+        }
+        for (k, &c) in s.pos.bins.iter().enumerate() {
+            seen += c as u64;
+            if seen > rank {
+                return Some(value(s.pos.offset + k as i32));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn exp2_linear_is_the_one_with_floor_and_powi() {
+        let before = |y: f64| {
+            let e = y.floor();
+            (1.0 + (y - e)) * 2f64.powi(e as i32)
+        };
+        for i in -30_000..30_000 {
+            for y in [i as f64 * width(), i as f64 * 0.037, i as f64 / 16.0] {
+                assert_eq!(exp2_linear(y).to_bits(), before(y).to_bits(), "{y}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_tell_the_zero_bin_from_every_other() {
+        // -0.98 falls in the negative bin of index -1.
+        for xs in [
+            &[-0.98, 0.0, 0.0, 5.0][..],
+            &[-1e-3, 0.0, 1e-3],
+            &[0.0, 0.98, 1.0],
+        ] {
+            let mut s = Sketch::default();
+            xs.iter().for_each(|&x| s.add(x));
+            let qs = [0.0, 0.3, 0.6, 1.0];
+            assert_eq!(s.quantiles(qs), qs.map(|q| before(&s, q)), "{xs:?}");
+        }
+    }
+
     proptest! {
+        /// One walk for several quantiles gives what one walk per quantile gave.
+        #[test]
+        fn quantiles_in_one_walk_equal_one_walk_each(
+            xs in prop::collection::vec(prop_oneof![-1e4f64..1e4, -2f64..2.0, Just(0.0), 1e3f64..1e3 + 1.0], 0..300),
+        ) {
+            let mut s = Sketch::default();
+            xs.iter().for_each(|&x| s.add(x));
+            let qs = [0.0, 0.01, 0.25, 0.5, 0.5, 0.95, 0.99, 1.0];
+            let want = qs.map(|q| before(&s, q));
+            prop_assert_eq!(s.quantiles(qs), want);
+        }
+
         /// Merging the sketches of two halves equals sketching the whole.
         #[test]
         fn merge_equals_the_sketch_of_the_union(

@@ -180,6 +180,8 @@ impl Windows {
             return;
         }
         let m = &*sink.scratch;
+        let [p50, p95, p99] = m.sketch.quantiles([0.50, 0.95, 0.99]);
+        let within = |q: f64| q.clamp(m.min, m.max);
         sink.out.push(crate::model::Insight::Aggregate(Aggregate {
             device_id: sink.device.clone(),
             metric: sink.metric.to_owned(),
@@ -191,9 +193,9 @@ impl Windows {
             max: m.max,
             sum: m.mean * m.count as f64,
             stddev: (m.m2 / m.count as f64).max(0.0).sqrt(),
-            p50: m.sketch.quantile(0.50).map(|q| q.clamp(m.min, m.max)),
-            p95: m.sketch.quantile(0.95).map(|q| q.clamp(m.min, m.max)),
-            p99: m.sketch.quantile(0.99).map(|q| q.clamp(m.min, m.max)),
+            p50: p50.map(within),
+            p95: p95.map(within),
+            p99: p99.map(within),
             partial,
         }));
     }
