@@ -276,13 +276,38 @@ pub struct Trend {
     pub n: u32,
 }
 
-/// The fitted line at the latest reading.
+/// The fitted line at the latest reading. Its level and R² are computed when asked for: the
+/// rate detector needs neither, and a forecast needs R² only when the line heads for the
+/// threshold soon.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {
-    pub level: f64,
     /// Per second.
     pub slope: f64,
-    pub r_squared: f64,
+    /// Weighted sums of the values and times, the weight, and the time of the fit.
+    x: f64,
+    t: f64,
+    w: f64,
+    at: f64,
+    cov: f64,
+    var_t: f64,
+    var_x: f64,
+}
+
+impl Fit {
+    /// The line's value at the time of the fit.
+    #[inline]
+    pub fn level(&self) -> f64 {
+        (self.x + self.slope * (self.w * self.at - self.t)) / self.w
+    }
+
+    #[inline]
+    pub fn r_squared(&self) -> f64 {
+        if self.var_x <= 1e-12 {
+            0.0
+        } else {
+            (self.cov * self.cov / (self.var_t * self.var_x)).min(1.0)
+        }
+    }
 }
 
 impl Trend {
@@ -326,18 +351,15 @@ impl Trend {
             return None;
         }
         let cov = self.w * self.tx - self.t * self.x;
-        let slope = cov / var_t;
-        let t = (ts - self.anchor) as f64 / 1000.0;
-        let level = (self.x + slope * (self.w * t - self.t)) / self.w;
-        let r_squared = if var_x <= 1e-12 {
-            0.0
-        } else {
-            (cov * cov / (var_t * var_x)).min(1.0)
-        };
         Some(Fit {
-            level,
-            slope,
-            r_squared,
+            slope: cov / var_t,
+            x: self.x,
+            t: self.t,
+            w: self.w,
+            at: (ts - self.anchor) as f64 / 1000.0,
+            cov,
+            var_t,
+            var_x,
         })
     }
 }

@@ -158,7 +158,7 @@ fn the_trend_fit_recovers_a_line() {
     let fit = t.fit(1_000_000 + 99 * 10_000, 10).unwrap();
     assert!((fit.slope - 0.05).abs() < 1e-9, "{fit:?}");
     assert!(
-        (fit.level - (3.0 + 49.5)).abs() < 1e-6 && fit.r_squared > 0.999,
+        (fit.level() - (3.0 + 49.5)).abs() < 1e-6 && fit.r_squared() > 0.999,
         "{fit:?}"
     );
 }
@@ -171,7 +171,7 @@ fn the_trend_stays_accurate_across_a_re_anchoring() {
     }
     let fit = t.fit(1_999 * 60_000, 10).unwrap();
     assert!((fit.slope * 60.0 - 0.001).abs() < 1e-9, "{fit:?}");
-    assert!((fit.level - 1.999).abs() < 1e-6, "{fit:?}");
+    assert!((fit.level() - 1.999).abs() < 1e-6, "{fit:?}");
 }
 
 #[test]

@@ -47,9 +47,9 @@ const STUCK: u32 = 3;
 pub type Prev = Option<(i64, f64)>;
 
 impl DetectorStates {
-    /// Runs every detector the plan enables on one in-order value; returns the largest ratio of
-    /// a detector's statistic to its threshold (the anomaly score is [`score`] of it, computed
-    /// only when asked for: `exp` is not free).
+    /// Runs every detector the plan enables on one in-order value; with `scoring`, returns the
+    /// largest ratio of a detector's statistic to its threshold (the anomaly score is [`score`]
+    /// of it), else 0: those ratios cost three divisions per value, for scores only.
     #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
@@ -59,6 +59,7 @@ impl DetectorStates {
         prev: Prev,
         c: &Ctx<'_>,
         alerts: &mut Vec<AlertEvent>,
+        scoring: bool,
     ) -> f64 {
         let ts = c.ts.millis();
         let mut best = 0.0f64;
@@ -70,7 +71,9 @@ impl DetectorStates {
         if let (Some(i), true) = (plan.spike, moving) {
             let d = &detectors[i as usize];
             let (signal, z) = self.spike.step(c.value, d.threshold, d.warmup, d.span, d.max_len);
-            best = best.max(z.abs() / d.threshold);
+            if scoring {
+                best = best.max(z.abs() / d.threshold);
+            }
             if let Some(s) = signal {
                 self.spike_last = ts;
                 self.event(Which::Spike, d, metric, s, c, alerts);
@@ -83,7 +86,9 @@ impl DetectorStates {
         if let (Some(i), true) = (plan.level_shift, moving) {
             let d = &detectors[i as usize];
             let (signal, sum) = self.shift.step(c.value, d.threshold, d.drift, d.warmup, d.span);
-            best = best.max(sum / d.threshold);
+            if scoring {
+                best = best.max(sum / d.threshold);
+            }
             if let Some(s) = signal {
                 self.shift_last = ts;
                 self.event(Which::Shift, d, metric, s, c, alerts);
@@ -96,7 +101,9 @@ impl DetectorStates {
         if let Some(i) = plan.flatline {
             let d = &detectors[i as usize];
             let held = self.flat.step(c.value, ts, d.tolerance, d.min_readings);
-            best = best.max(held as f64 / d.for_ms as f64);
+            if scoring {
+                best = best.max(held as f64 / d.for_ms as f64);
+            }
             if held >= d.for_ms && held > 0 {
                 if self.open & FLAT == 0 {
                     self.open |= FLAT;
@@ -152,7 +159,9 @@ impl DetectorStates {
             // Needs half a span of readings, and time between them.
             if let (Some(fit), Some((_, pv))) = (self.rate.fit(ts, (d.span / 2).max(3)), prev) {
                 let rate = fit.slope * d.per_ms as f64 / 1000.0;
-                best = best.max(rate.abs() / d.max_change);
+                if scoring {
+                    best = best.max(rate.abs() / d.max_change);
+                }
                 self.rate_step(d, metric, rate, pv, c, alerts);
             }
         }

@@ -1,4 +1,21 @@
-//! The reading-id hash of the per-device dedup ring (stable across runs: checkpoints hold it).
+//! The reading-id hash of the per-device dedup ring (stable across runs: checkpoints hold it),
+//! and the key comparison of device and metric lookups.
+
+/// `a == b` for short keys without a call to `memcmp`: most metric names and device ids are
+/// 8 to 16 bytes, which two (overlapping) 8-byte words cover. Every value looks its metric up,
+/// and every reading its device.
+#[inline]
+pub(super) fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
 
 /// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are
 /// hashed with FNV-1a. Stable across runs, which checkpoints need.
@@ -48,7 +65,39 @@ const HEX: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex16, id_hash};
+    use super::{hex16, id_hash, same_key};
+
+    #[test]
+    fn same_key_is_equality() {
+        let keys: [&[u8]; 12] = [
+            b"",
+            b"a",
+            b"temp",
+            b"pressure",
+            b"pressurf",
+            b"humidity",
+            b"temperature",
+            b"temperaturf",
+            b"uemperature",
+            b"dev-00123",
+            b"0123456789abcdef",
+            b"0123456789abcdefg",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(same_key(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        for n in 0..20 {
+            let a: Vec<u8> = (0..n).collect();
+            for i in 0..n as usize {
+                let mut b = a.clone();
+                b[i] ^= 0x40;
+                assert!(!same_key(&a, &b), "{n} {i}");
+            }
+            assert!(same_key(&a, &a.clone()));
+        }
+    }
 
     /// The previous definition: checkpoints hold its values.
     fn before(id: &str) -> u64 {

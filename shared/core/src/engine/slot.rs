@@ -132,18 +132,14 @@ impl Slot {
             prev,
             &ctx,
             &mut out.alerts,
+            scoring,
         );
         if let Some(trend) = self.trend.as_mut() {
             trend.add(t, value, Trend::SPAN);
-            let fit = if settings.forecast_horizon_ms > 0 {
-                trend.fit(t, 10)
-            } else {
-                None
-            };
             for th in &mut self.thresholds {
                 let rule = &rules.thresholds[th.rule_idx as usize];
                 th.step(rule, &ctx, &mut out.alerts);
-                th.forecast(rule, &ctx, fit, &mut out.insights);
+                th.forecast(rule, &ctx, trend, &mut out.insights);
             }
         }
         if scoring {

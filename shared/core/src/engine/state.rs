@@ -4,7 +4,7 @@
 use super::alerting::{Episode, Opening, human_ms};
 use super::detect::score;
 use super::detectors::threshold_of;
-use super::ids::id_hash;
+use super::ids::{id_hash, same_key};
 use super::slot::Slot;
 use super::window::{Pane, Sink};
 use super::{DEDUP_WINDOW, Output};
@@ -120,7 +120,7 @@ impl Device {
         for (name, &value) in &r.metrics {
             let name_b = name.as_bytes();
             // Usually the device sends the same metrics every time: the next slot is the one.
-            let hit = k < self.slots.len() && self.slots[k].key.as_slice() == name_b;
+            let hit = k < self.slots.len() && same_key(&self.slots[k].key, name_b);
             while !hit && k < self.slots.len() && self.slots[k].key.as_slice() < name_b {
                 k += 1;
             }
@@ -279,7 +279,7 @@ impl EngineState {
     fn find(&self, id: &DeviceId) -> Option<usize> {
         let bytes = id.as_str().as_bytes();
         let &i = self.index.get(&key_hash(bytes))?;
-        if self.devices[i as usize].key.as_slice() == bytes {
+        if same_key(&self.devices[i as usize].key, bytes) {
             Some(i as usize)
         } else {
             self.collided.get(id).map(|&i| i as usize)

@@ -3,7 +3,7 @@
 //! (device, rule) episode; and trend forecasts of the crossing before it happens.
 
 use super::alerting::{Episode, Opening, fmt_num, human_ms};
-use super::detect::{Fit, score};
+use super::detect::{Trend, score};
 use crate::DeviceId;
 use crate::model::{AlertEvent, Evidence, Forecast, Insight};
 use crate::rules::{Direction, Settings, ThresholdRule};
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// Forecasts need a fit at least this good.
 const MIN_R_SQUARED: f64 = 0.7;
+/// ... of at least this many readings.
+const FIT_MIN_READINGS: u32 = 10;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdState {
@@ -155,18 +157,21 @@ impl ThresholdState {
 
     /// Emits a forecast when the trend will cross the threshold within the horizon; once per
     /// approach (re-armed when the trend turns away or the alert opens).
-    pub fn forecast(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, fit: Option<Fit>, out: &mut Vec<Insight>) {
+    pub fn forecast(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, trend: &Trend, out: &mut Vec<Insight>) {
         let horizon = c.settings.forecast_horizon_ms;
         if horizon == 0 || self.episode.is_active() || rule.breached(c.value) {
             return;
         }
-        let Some(fit) = fit else { return };
+        let Some(fit) = trend.fit(c.ts.millis(), FIT_MIN_READINGS) else {
+            return;
+        };
+        let level = fit.level();
         let toward = match rule.direction {
-            Direction::Above => fit.slope > 0.0 && fit.level < rule.threshold,
-            Direction::Below => fit.slope < 0.0 && fit.level > rule.threshold,
+            Direction::Above => fit.slope > 0.0 && level < rule.threshold,
+            Direction::Below => fit.slope < 0.0 && level > rule.threshold,
         };
         let eta_ms = if toward {
-            ((rule.threshold - fit.level) / fit.slope * 1000.0) as i64
+            ((rule.threshold - level) / fit.slope * 1000.0) as i64
         } else {
             i64::MAX
         };
@@ -176,7 +181,7 @@ impl ThresholdState {
             }
             return;
         }
-        if !(toward && fit.r_squared >= MIN_R_SQUARED && eta_ms <= horizon) {
+        if !(toward && eta_ms <= horizon && fit.r_squared() >= MIN_R_SQUARED) {
             return;
         }
         self.forecast_on = true;
@@ -186,12 +191,12 @@ impl ThresholdState {
             metric: rule.metric.clone(),
             rule: rule.name.clone(),
             threshold: rule.threshold,
-            value: fit.level,
+            value: level,
             slope_per_minute: per_minute,
             eta: Ts(c.ts.millis() + eta_ms),
             eta_seconds: eta_ms / 1000,
             at: c.ts,
-            r_squared: fit.r_squared,
+            r_squared: fit.r_squared(),
             message: format!(
                 "{} on {} will cross {} in about {} ({} {} per minute, now {}); rule {}",
                 rule.metric,
@@ -200,7 +205,7 @@ impl ThresholdState {
                 about(eta_ms),
                 if per_minute >= 0.0 { "rising" } else { "falling" },
                 fmt_num(per_minute.abs()),
-                fmt_num(fit.level),
+                fmt_num(level),
                 rule.name
             ),
         }));
