@@ -3,7 +3,7 @@
 //! (device, rule) episode; and trend forecasts of the crossing before it happens.
 
 use super::alerting::{Episode, Opening, fmt_num, human_ms};
-use super::detect::{Trend, score};
+use super::detect::{Fit, Trend, score};
 use crate::DeviceId;
 use crate::model::{AlertEvent, Evidence, Forecast, Insight};
 use crate::rules::{Direction, Settings, ThresholdRule};
@@ -47,7 +47,18 @@ impl ThresholdState {
         }
     }
 
+    /// Advances on one value. Inline for the common case (no breach, no open alert), which
+    /// is most values of most metrics.
+    #[inline]
     pub fn step(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
+        if !rule.breached(c.value) && !self.episode.is_active() {
+            (self.in_a_row, self.pending_since) = (0, None);
+            return;
+        }
+        self.step_breached_or_open(rule, c, alerts);
+    }
+
+    fn step_breached_or_open(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
         let ts = c.ts.millis();
         if rule.breached(c.value) {
             self.forecast_on = false;
@@ -157,6 +168,7 @@ impl ThresholdState {
 
     /// Emits a forecast when the trend will cross the threshold within the horizon; once per
     /// approach (re-armed when the trend turns away or the alert opens).
+    #[inline]
     pub fn forecast(&mut self, rule: &ThresholdRule, c: &Ctx<'_>, trend: &Trend, out: &mut Vec<Insight>) {
         let horizon = c.settings.forecast_horizon_ms;
         if horizon == 0 || self.episode.is_active() || rule.breached(c.value) {
@@ -185,31 +197,43 @@ impl ThresholdState {
             return;
         }
         self.forecast_on = true;
-        let per_minute = fit.slope * 60.0;
-        out.push(Insight::Forecast(Forecast {
-            device_id: c.device.clone(),
-            metric: rule.metric.clone(),
-            rule: rule.name.clone(),
-            threshold: rule.threshold,
-            value: level,
-            slope_per_minute: per_minute,
-            eta: Ts(c.ts.millis() + eta_ms),
-            eta_seconds: eta_ms / 1000,
-            at: c.ts,
-            r_squared: fit.r_squared(),
-            message: format!(
-                "{} on {} will cross {} in about {} ({} {} per minute, now {}); rule {}",
-                rule.metric,
-                c.device,
-                fmt_num(rule.threshold),
-                about(eta_ms),
-                if per_minute >= 0.0 { "rising" } else { "falling" },
-                fmt_num(per_minute.abs()),
-                fmt_num(level),
-                rule.name
-            ),
-        }));
+        push_forecast(rule, c, &fit, level, eta_ms, out);
     }
+}
+
+/// The forecast insight (out of line: it is rare, and formatting is long).
+fn push_forecast(
+    rule: &ThresholdRule,
+    c: &Ctx<'_>,
+    fit: &Fit,
+    level: f64,
+    eta_ms: i64,
+    out: &mut Vec<Insight>,
+) {
+    let per_minute = fit.slope * 60.0;
+    out.push(Insight::Forecast(Forecast {
+        device_id: c.device.clone(),
+        metric: rule.metric.clone(),
+        rule: rule.name.clone(),
+        threshold: rule.threshold,
+        value: level,
+        slope_per_minute: per_minute,
+        eta: Ts(c.ts.millis() + eta_ms),
+        eta_seconds: eta_ms / 1000,
+        at: c.ts,
+        r_squared: fit.r_squared(),
+        message: format!(
+            "{} on {} will cross {} in about {} ({} {} per minute, now {}); rule {}",
+            rule.metric,
+            c.device,
+            fmt_num(rule.threshold),
+            about(eta_ms),
+            if per_minute >= 0.0 { "rising" } else { "falling" },
+            fmt_num(per_minute.abs()),
+            fmt_num(level),
+            rule.name
+        ),
+    }));
 }
 
 fn side_word(d: Direction) -> &'static str {
