@@ -62,8 +62,15 @@ impl Pane {
     #[inline]
     fn add(&mut self, x: f64) {
         self.count += 1;
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
+        // `x` is finite (readings are) and so are `min` and `max` once set: plain comparisons,
+        // which give what `f64::min`/`max` gave (`x` when smaller/larger, else the old value)
+        // without their NaN handling.
+        if x < self.min {
+            self.min = x;
+        }
+        if x > self.max {
+            self.max = x;
+        }
         let d = x - self.mean;
         self.mean += d / self.count as f64;
         self.m2 += d * (x - self.mean);
@@ -115,6 +122,13 @@ impl Windows {
     #[inline]
     pub fn add(&mut self, ts: i64, x: f64, settings: &Settings, sink: &mut Sink<'_>) {
         let pane_ms = settings.pane_ms();
+        let current = self.current.start;
+        if self.current.count > 0 && ts >= current && ts < current.saturating_add(pane_ms) {
+            // The current pane's (most values): no 64-bit division to find the pane.
+            self.current.add(x);
+            self.dirty = true;
+            return;
+        }
         let start = ts.div_euclid(pane_ms) * pane_ms;
         if self.current.count == 0 {
             // The very first value.
