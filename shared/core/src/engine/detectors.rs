@@ -11,8 +11,10 @@ use crate::model::{AlertEvent, Evidence};
 use crate::rules::{Detector, DetectorKind, DetectorPlan};
 use serde::{Deserialize, Serialize};
 
-/// Hot fields first, the alerts (touched only when open or firing) last: `repr(C)` keeps that
-/// order, so a reading touches as few cache lines as possible.
+/// The hot fields inline (`repr(C)` keeps their order: a value touches as few cache lines as
+/// possible), the alerts (touched only when open or firing) out of line: they were 200 of a
+/// slot's 880 bytes, between its detector state and its trend. A boxed struct encodes as its
+/// fields in place, so checkpoints are the same bytes as when they were inline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct DetectorStates {
@@ -26,12 +28,18 @@ pub struct DetectorStates {
     pub shift: Shift,
     shift_last: i64,
     flat: Flat,
+    cold: Box<Cold>,
+}
+
+/// What of [`DetectorStates`] most values do not touch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Cold {
     spike_alert: Episode,
     shift_alert: Episode,
     flat_alert: Episode,
     rate_alert: Episode,
     /// A short least-squares fit: the rate of change is its slope, not the noisy difference of
-    /// two readings. (Last: only metrics with a rate limit use it.)
+    /// two readings. (Only metrics with a rate limit use it.)
     rate: Trend,
 }
 
@@ -77,10 +85,10 @@ impl DetectorStates {
             if let Some(s) = signal {
                 self.spike_last = ts;
                 self.event(Which::Spike, d, metric, s, c, alerts);
-                self.mark(SPIKE, self.spike_alert.is_active());
+                self.mark(SPIKE, self.cold.spike_alert.is_active());
             } else if self.open & SPIKE != 0 && ts - self.spike_last >= d.quiet_ms {
-                quiet(&mut self.spike_alert, d, metric, c, alerts);
-                self.mark(SPIKE, self.spike_alert.is_active());
+                quiet(&mut self.cold.spike_alert, d, metric, c, alerts);
+                self.mark(SPIKE, self.cold.spike_alert.is_active());
             }
         }
         if let (Some(i), true) = (plan.level_shift, moving) {
@@ -92,10 +100,10 @@ impl DetectorStates {
             if let Some(s) = signal {
                 self.shift_last = ts;
                 self.event(Which::Shift, d, metric, s, c, alerts);
-                self.mark(SHIFT, self.shift_alert.is_active());
+                self.mark(SHIFT, self.cold.shift_alert.is_active());
             } else if self.open & SHIFT != 0 && ts - self.shift_last >= d.quiet_ms {
-                quiet(&mut self.shift_alert, d, metric, c, alerts);
-                self.mark(SHIFT, self.shift_alert.is_active());
+                quiet(&mut self.cold.shift_alert, d, metric, c, alerts);
+                self.mark(SHIFT, self.cold.shift_alert.is_active());
             }
         }
         if let Some(i) = plan.flatline {
@@ -123,7 +131,7 @@ impl DetectorStates {
                     );
                     let advice = "check the sensor's wiring and power, power-cycle it, and replace it if the value stays frozen";
                     open(
-                        &mut self.flat_alert,
+                        &mut self.cold.flat_alert,
                         d,
                         metric,
                         evidence,
@@ -133,11 +141,11 @@ impl DetectorStates {
                         alerts,
                     );
                 } else {
-                    self.flat_alert.holding();
+                    self.cold.flat_alert.holding();
                 }
             } else if self.open & FLAT != 0 {
                 let (dev, v) = (c.device, c.value);
-                self.flat_alert.clear(
+                self.cold.flat_alert.clear(
                     c.ts,
                     v,
                     c.settings,
@@ -150,14 +158,14 @@ impl DetectorStates {
                     },
                     alerts,
                 );
-                self.mark(FLAT, self.flat_alert.is_active());
+                self.mark(FLAT, self.cold.flat_alert.is_active());
             }
         }
         if let Some(i) = plan.rate {
             let d = &detectors[i as usize];
-            self.rate.add(ts, c.value, d.span);
+            self.cold.rate.add(ts, c.value, d.span);
             // Needs half a span of readings, and time between them.
-            if let (Some(fit), Some((_, pv))) = (self.rate.fit(ts, (d.span / 2).max(3)), prev) {
+            if let (Some(fit), Some((_, pv))) = (self.cold.rate.fit(ts, (d.span / 2).max(3)), prev) {
                 let rate = fit.slope * d.per_ms as f64 / 1000.0;
                 if scoring {
                     best = best.max(rate.abs() / d.max_change);
@@ -180,7 +188,7 @@ impl DetectorStates {
         let per = human_ms(d.per_ms);
         if rate.abs() > d.max_change {
             if self.open & RATE != 0 {
-                self.rate_alert.holding();
+                self.cold.rate_alert.holding();
                 return;
             }
             let evidence = Evidence {
@@ -204,7 +212,7 @@ impl DetectorStates {
                 "a fast fall often means a leak, a loss of supply or a failing sensor: check the device now"
             };
             open(
-                &mut self.rate_alert,
+                &mut self.cold.rate_alert,
                 d,
                 metric,
                 evidence,
@@ -216,7 +224,7 @@ impl DetectorStates {
             self.open |= RATE;
         } else if self.open & RATE != 0 {
             let (dev, v) = (c.device, c.value);
-            self.rate_alert.clear(
+            self.cold.rate_alert.clear(
                 c.ts,
                 v,
                 c.settings,
@@ -229,7 +237,7 @@ impl DetectorStates {
                 },
                 alerts,
             );
-            self.mark(RATE, self.rate_alert.is_active());
+            self.mark(RATE, self.cold.rate_alert.is_active());
         }
     }
 
@@ -261,8 +269,8 @@ impl DetectorStates {
         alerts: &mut Vec<AlertEvent>,
     ) {
         let episode = match which {
-            Which::Spike => &mut self.spike_alert,
-            Which::Shift => &mut self.shift_alert,
+            Which::Spike => &mut self.cold.spike_alert,
+            Which::Shift => &mut self.cold.shift_alert,
         };
         if episode.is_active() {
             // Another one while open: the alert gathers it (`alert.updated`).
@@ -365,4 +373,48 @@ fn quiet(episode: &mut Episode, d: &Detector, metric: &str, c: &Ctx<'_>, alerts:
         },
         alerts,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moving the alerts out of line must not change a checkpoint: a boxed struct encodes as
+    /// its fields in place, as they were when inline.
+    #[test]
+    fn the_out_of_line_alerts_encode_as_they_did_inline() {
+        let mut s = DetectorStates {
+            repeats: 2,
+            open: SPIKE | RATE,
+            spike_last: 7,
+            shift_last: 9,
+            ..Default::default()
+        };
+        s.spike.run = 3;
+        s.shift.hi = 1.5;
+        s.cold.rate.add(1_000, 2.0, 6);
+        let c = &s.cold;
+        let inline = (
+            (
+                s.repeats,
+                s.open,
+                s.spike,
+                s.spike_last,
+                s.shift,
+                s.shift_last,
+                s.flat,
+            ),
+            (
+                &c.spike_alert,
+                &c.shift_alert,
+                &c.flat_alert,
+                &c.rate_alert,
+                c.rate,
+            ),
+        );
+        assert_eq!(
+            postcard::to_stdvec(&s).unwrap(),
+            postcard::to_stdvec(&inline).unwrap()
+        );
+    }
 }
