@@ -359,8 +359,14 @@ impl EngineState {
         d.changed = true;
         d.partition = partition;
         d.last_arrival = d.last_arrival.max(now);
-        d.last_id.clear();
-        d.last_id.extend_from_slice(r.id.as_bytes());
+        match <[u8; 32]>::try_from(r.id.as_bytes()) {
+            // Ingest's ids are 32 hex digits: a fixed-size copy, no call to `memcpy`.
+            Ok(id) => d.last_id = SmallVec::from_buf(id),
+            Err(_) => {
+                d.last_id.clear();
+                d.last_id.extend_from_slice(r.id.as_bytes());
+            }
+        }
         if d.silence.is_active() {
             let (id, since) = (&d.id, d.silence.active.as_ref().map(|a| a.opened_at));
             let message = format!(
