@@ -63,7 +63,7 @@ fn hex8(w: u64) -> Option<u64> {
     // The top bit of each byte that is at least `c`: no byte carries into the next while every
     // byte is below 0x80, which is checked before the result is used.
     let at_least = |w: u64, c: u8| w.wrapping_add((0x80 - c as u64) * ONES) & HIGH;
-    let lower = w | 0x20 * ONES;
+    let lower = w | (0x20 * ONES);
     let digit = at_least(w, b'0') & !at_least(w, b'9' + 1);
     let letter = at_least(lower, b'a') & !at_least(lower, b'f' + 1);
     if w & HIGH != 0 || digit | letter != HIGH {
@@ -71,7 +71,7 @@ fn hex8(w: u64) -> Option<u64> {
     }
     // A digit's value is its low nibble; a letter's, its low nibble + 9. Then the 8 nibbles
     // are packed, the first the most significant.
-    let v = (w & 0x0f * ONES) + (letter >> 7) * 9;
+    let v = (w & (0x0f * ONES)) + (letter >> 7) * 9;
     let v = (v | v >> 4) & 0x00ff_00ff_00ff_00ff;
     let v = (v | v >> 8) & 0x0000_ffff_0000_ffff;
     Some((v | v >> 16) & 0xffff_ffff)
