@@ -2,7 +2,7 @@
 //!
 //!     loadgen prepare --url U --admin-token T --devices N --out wrk.lua   # devices + a wrk script
 //!     loadgen batch   --url U --admin-token T --devices N --batch K --concurrency C --seconds S
-//!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P [--spread]
+//!     loadgen latency --url U --admin-token T --devices N --rate R --seconds S --webhook-port P [--spread] [--warmup S]
 //!
 //! `latency` expects the server to send webhooks to `http://127.0.0.1:P/`; it sends readings at a
 //! fixed rate, one in `--hot-every` (default 100) per device crossing the default `overheat` rule, and reports the time from
@@ -163,6 +163,9 @@ async fn batch(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
 /// is held as flapping.
 const FLAP_MAX: u64 = 3;
 
+/// `alert.opened` events that arrived again (redeliveries).
+static DUPLICATES: AtomicU64 = AtomicU64::new(0);
+
 async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
     let rate: f64 = arg("--rate", "1000").parse().unwrap();
     let secs: u64 = arg("--seconds", "20").parse().unwrap();
@@ -173,6 +176,9 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
     // `--spread`: each device's hot readings are offset by its index, so alerts arrive evenly
     // instead of in bursts of one per device (the default, a worst case).
     let spread = std::env::args().any(|a| a == "--spread");
+    // `--warmup S`: no hot reading in the first S seconds (consumer groups joining, pools
+    // filling), so the figures are of the steady state; 0 (the default) measures from the start.
+    let warmup: f64 = arg("--warmup", "0").parse().unwrap();
     let received: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
     let rx = received.clone();
     let app = axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
@@ -187,7 +193,13 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
                     v["alert"]["deviceId"].as_str().unwrap_or(""),
                     v["alert"]["openedAt"].as_str().unwrap_or("")
                 );
-                rx.lock().unwrap().insert(key, at);
+                // At-least-once: a redelivery repeats an event; its latency is its first arrival.
+                let mut rx = rx.lock().unwrap();
+                if rx.contains_key(&key) {
+                    DUPLICATES.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    rx.insert(key, at);
+                }
             }
             axum::http::StatusCode::NO_CONTENT
         }
@@ -230,8 +242,10 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
                 let dev = (i as usize) % devs.len();
                 let (id, token) = &devs[dev];
                 let offset = if spread { dev as u64 * hot_every / devs.len() as u64 } else { 0 };
-                let round = i / devs.len() as u64 + offset;
-                let temp = if round % hot_every == hot_every - 1 { 90.0 } else { 60.0 };
+                let warm = (rate * warmup) as u64;
+                let round = i.saturating_sub(warm) / devs.len() as u64 + offset;
+                let hot = i >= warm && round % hot_every == hot_every - 1;
+                let temp = if hot { 90.0 } else { 60.0 };
                 // Flap suppression (rules default: 3 openings per 10 min) holds a device's later
                 // alerts open: only its first three hot readings open one.
                 if temp > 80.0 && round / hot_every < FLAP_MAX {
@@ -277,6 +291,10 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
         .map(|(s, (n, max))| format!("+{s}s: {n} alerts, max {max} ms"))
         .collect();
     println!("bursts: {}", worst.join("; "));
+    println!(
+        "redelivered alert.opened events: {}",
+        DUPLICATES.load(Ordering::Relaxed)
+    );
     println!(
         "latency: {} readings sent at {rate}/s ({} accepted); {} of {} alerts delivered; reading→webhook p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         i,
