@@ -194,11 +194,13 @@ async fn latency(client: &reqwest::Client, url: &str, admin: &str, n: usize) {
                     v["alert"]["openedAt"].as_str().unwrap_or("")
                 );
                 // At-least-once: a redelivery repeats an event; its latency is its first arrival.
-                let mut rx = rx.lock().unwrap();
-                if rx.contains_key(&key) {
-                    DUPLICATES.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    rx.insert(key, at);
+                match rx.lock().unwrap().entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        DUPLICATES.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(at);
+                    }
                 }
             }
             axum::http::StatusCode::NO_CONTENT
