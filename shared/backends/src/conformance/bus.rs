@@ -152,14 +152,13 @@ pub async fn uncommitted_records_are_redelivered(bus: &dyn EventBus) {
         drain(&mut *c, 4).await;
         // Crash before committing: no commit.
     }
-    let mut c = bus.subscribe(&group, &topic).await.expect("resubscribe");
-    let mut got = values(&drain(&mut *c, 4).await);
-    got.sort();
-    assert_eq!(
-        got,
-        ["b0", "b1", "b2", "b3"],
-        "uncommitted records come again (at-least-once)"
-    );
+    resumes_at_the_b_records(
+        bus,
+        &group,
+        &topic,
+        "uncommitted records come again (at-least-once)",
+    )
+    .await;
 }
 
 /// `commit_at` commits positions taken earlier, not the current ones, and only the partitions
@@ -191,14 +190,21 @@ pub async fn commit_at_commits_earlier_positions_only(bus: &dyn EventBus) {
             .await
             .expect("a second commit_at is harmless");
     }
-    let mut c = bus.subscribe(&group, &topic).await.expect("resubscribe");
+    resumes_at_the_b_records(
+        bus,
+        &group,
+        &topic,
+        "a new member starts at the positions committed, not at the later ones read",
+    )
+    .await;
+}
+
+/// A new member of `group` reads exactly the four records `b0`..`b3` (and nothing more).
+async fn resumes_at_the_b_records(bus: &dyn EventBus, group: &str, topic: &str, why: &str) {
+    let mut c = bus.subscribe(group, topic).await.expect("resubscribe");
     let mut got = values(&drain(&mut *c, 4).await);
     got.sort();
-    assert_eq!(
-        got,
-        ["b0", "b1", "b2", "b3"],
-        "a new member starts at the positions committed, not at the later ones read"
-    );
+    assert_eq!(got, ["b0", "b1", "b2", "b3"], "{why}");
 }
 
 pub async fn independent_groups_each_get_everything(bus: &dyn EventBus) {
