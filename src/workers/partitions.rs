@@ -165,7 +165,7 @@ impl Owned {
         if !save(store, &checkpoints).await {
             return false;
         }
-        commit(consumer, &checkpoints).await;
+        commit(consumer, &positions_of(&checkpoints)).await;
         true
     }
 
@@ -202,7 +202,7 @@ impl Owned {
 
 /// Saves checkpoints taken by [`Owned::snapshot`], all at once (one database round trip's
 /// time, not one per partition); false when one could not be saved.
-pub async fn save(store: &dyn CheckpointStore, checkpoints: &[(String, Checkpoint)]) -> bool {
+async fn save(store: &dyn CheckpointStore, checkpoints: &[(String, Checkpoint)]) -> bool {
     let saves = checkpoints
         .iter()
         .map(|(name, cp)| store.save_checkpoint(name, cp));
@@ -223,7 +223,8 @@ pub async fn save(store: &dyn CheckpointStore, checkpoints: &[(String, Checkpoin
 /// does not hold up the analysis, and the alerts, behind it.
 pub struct Saving {
     task: JoinHandle<bool>,
-    checkpoints: Arc<Vec<(String, Checkpoint)>>,
+    /// What the save commits once it is done.
+    positions: Vec<Position>,
     /// How long taking the snapshot took, in the loop.
     pub snapshot_took: Duration,
     started: Instant,
@@ -235,19 +236,16 @@ impl Saving {
         checkpoints: Vec<(String, Checkpoint)>,
         snapshot_took: Duration,
     ) -> Saving {
-        let checkpoints = Arc::new(checkpoints);
+        let positions = positions_of(&checkpoints);
         let started = Instant::now();
-        let task = tokio::spawn({
-            let checkpoints = checkpoints.clone();
-            async move {
-                let saved = save(store.as_ref(), &checkpoints).await;
-                super::analyze::step_done("checkpoint", started);
-                saved
-            }
+        let task = tokio::spawn(async move {
+            let saved = save(store.as_ref(), &checkpoints).await;
+            super::analyze::step_done("checkpoint", started);
+            saved
         });
         Saving {
             task,
-            checkpoints,
+            positions,
             snapshot_took,
             started,
         }
@@ -263,24 +261,28 @@ impl Saving {
         let saved = self.task.await.unwrap_or(false);
         let took = self.started.elapsed();
         if saved {
-            commit(consumer, &self.checkpoints).await;
+            commit(consumer, &self.positions).await;
         }
         (saved, took)
     }
 }
 
-/// Commits the positions the saved `checkpoints` reflect, after a [`save`], and nothing past
+/// The positions `checkpoints` reflect.
+fn positions_of(checkpoints: &[(String, Checkpoint)]) -> Vec<Position> {
+    checkpoints
+        .iter()
+        .flat_map(|(_, cp)| cp.positions.iter().copied())
+        .collect()
+}
+
+/// Commits the `positions` saved checkpoints reflect, after a [`save`], and nothing past
 /// them: records analysed while the checkpoint was being saved, and partitions assigned since
 /// the snapshot, stay uncommitted. So a partition's committed offset is never ahead of its
 /// checkpoint, and a new owner that finds no checkpoint reads it from where the committed
 /// offset says without missing records no checkpoint covers. Committed offsets also feed lag
 /// metrics and KEDA.
-pub async fn commit(consumer: &mut dyn Consumer, checkpoints: &[(String, Checkpoint)]) {
-    let positions: Vec<Position> = checkpoints
-        .iter()
-        .flat_map(|(_, cp)| cp.positions.iter().copied())
-        .collect();
-    if let Err(e) = consumer.commit_at(&positions).await {
+async fn commit(consumer: &mut dyn Consumer, positions: &[Position]) {
+    if let Err(e) = consumer.commit_at(positions).await {
         tracing::warn!(error = %e, "analyze offset commit failed");
     }
 }
