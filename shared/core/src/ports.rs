@@ -127,7 +127,10 @@ pub trait Consumer: Send {
     async fn poll(&mut self, max: usize, wait: Duration) -> PortResult<Vec<Delivered>>;
     /// Commits the positions after everything returned by `poll` so far. Call it only once the
     /// side effects of those records are durable.
-    async fn commit(&mut self) -> PortResult<()>;
+    async fn commit(&mut self) -> PortResult<()> {
+        let all = self.positions();
+        self.commit_at(&all).await
+    }
     /// Commits the given positions (taken earlier from [`Consumer::positions`]) instead of the
     /// current ones, for a caller whose side effects are durable only up to that earlier point.
     /// Partitions not listed keep their committed offsets; partitions this consumer no longer

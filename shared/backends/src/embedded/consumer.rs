@@ -116,11 +116,6 @@ impl Consumer for EmbeddedConsumer {
         }
     }
 
-    async fn commit(&mut self) -> PortResult<()> {
-        let all = self.positions();
-        self.commit_at(&all).await
-    }
-
     async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
         let changed: Vec<(usize, u64)> = positions
             .iter()

@@ -265,11 +265,6 @@ impl Consumer for KafkaConsumer {
         Ok(out)
     }
 
-    async fn commit(&mut self) -> PortResult<()> {
-        let all = self.positions();
-        self.commit_at(&all).await
-    }
-
     async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
         if positions.is_empty() {
             return Ok(());

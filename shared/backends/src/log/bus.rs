@@ -365,11 +365,6 @@ impl Consumer for LogConsumer {
         }
     }
 
-    async fn commit(&mut self) -> PortResult<()> {
-        let all = self.positions();
-        self.commit_at(&all).await
-    }
-
     async fn commit_at(&mut self, positions: &[Position]) -> PortResult<()> {
         let mut next = self.committed.clone();
         for pos in positions {
