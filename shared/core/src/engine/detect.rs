@@ -26,6 +26,26 @@ const CLIP: f64 = 3.0;
 /// CUSUM increments are clipped to this many sigmas, so a short spike cannot look like a shift.
 const CUSUM_CLIP: f64 = 3.0;
 
+/// `x.max(y)` for a `y` that is not NaN: the same result without `f64::max`'s NaN handling
+/// (several instructions on x86-64, and this runs a few times per value).
+#[inline]
+fn larger(x: f64, y: f64) -> f64 {
+    if x > y { x } else { y }
+}
+
+/// `x.clamp(-lim, lim)` for `lim >= 0` (or infinite): the same result without `f64::clamp`'s
+/// check of its bounds.
+#[inline]
+fn within(x: f64, lim: f64) -> f64 {
+    if x < -lim {
+        -lim
+    } else if x > lim {
+        lim
+    } else {
+        x
+    }
+}
+
 /// Maps a statistic to a 0..1 anomaly score that is 0.5 at the detector's threshold.
 pub fn score(statistic: f64, threshold: f64) -> f64 {
     if threshold <= 0.0 || !statistic.is_finite() {
@@ -33,6 +53,23 @@ pub fn score(statistic: f64, threshold: f64) -> f64 {
     }
     let r = statistic.abs() / threshold;
     1.0 - (-std::f64::consts::LN_2 * r * r).exp()
+}
+
+/// A baseline's memory: its span in readings, and the EWMA weight once warm, `2 / (span + 1)`
+/// (a division computed once per rule, not twice per value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Memory {
+    pub span: u32,
+    pub alpha: f64,
+}
+
+impl Memory {
+    pub fn new(span: u32) -> Memory {
+        Memory {
+            span,
+            alpha: 2.0 / (span as f64 + 1.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -54,24 +91,19 @@ impl Baseline {
     /// tiny change infinitely anomalous.
     #[inline]
     pub fn sigma(&self) -> f64 {
-        (MAD_TO_SIGMA * self.mad).max(1e-9 + 1e-6 * self.level.abs())
-    }
-
-    #[inline]
-    pub fn z(&self, x: f64) -> f64 {
-        (x - self.expect()) / self.sigma()
+        larger(MAD_TO_SIGMA * self.mad, 1e-9 + 1e-6 * self.level.abs())
     }
 
     /// Learns from `x`. During warm-up (`n < span`) it averages cumulatively, so the baseline is
     /// usable after a few readings rather than after a whole span.
     #[inline]
-    pub fn learn(&mut self, x: f64, span: u32, warm: bool) {
-        self.learn_with(x, span, warm, true);
+    pub fn learn(&mut self, x: f64, m: Memory, warm: bool) {
+        self.learn_with(x, m, warm, true);
     }
 
     /// [`Baseline::learn`], optionally without the trend (a flat expectation).
     #[inline]
-    pub fn learn_with(&mut self, x: f64, span: u32, warm: bool, trend: bool) {
+    pub fn learn_with(&mut self, x: f64, m: Memory, warm: bool, trend: bool) {
         if self.n == 0 {
             *self = Baseline {
                 level: x,
@@ -81,21 +113,31 @@ impl Baseline {
             };
             return;
         }
-        let alpha = if self.n < span {
+        let expect = self.expect();
+        let lim = if warm { CLIP * self.sigma() } else { f64::INFINITY };
+        self.update(x, expect, lim, m, trend);
+    }
+
+    /// [`Baseline::learn_with`] once warm (`n > 0`), with the expectation and sigma the caller
+    /// already computed from this state for its z-score: the same arithmetic, done once.
+    #[inline]
+    fn learn_warm(&mut self, x: f64, expect: f64, sigma: f64, m: Memory, trend: bool) {
+        self.update(x, expect, CLIP * sigma, m, trend);
+    }
+
+    /// The update itself: the innovation `x - expect` clamped to `±lim` (infinite: not clamped).
+    #[inline]
+    fn update(&mut self, x: f64, expect: f64, lim: f64, m: Memory, trend: bool) {
+        let alpha = if self.n < m.span {
             1.0 / (self.n as f64 + 1.0)
         } else {
-            2.0 / (span as f64 + 1.0)
+            m.alpha
         };
-        let expect = self.expect();
-        let mut d = x - expect;
-        if warm {
-            let lim = CLIP * self.sigma();
-            d = d.clamp(-lim, lim);
-        }
+        let d = within(x - expect, lim);
         self.level = expect + alpha * d;
         // The trend learns only once warm (Holt's beta = 0.05): it follows ramps, daily cycles
         // and drifts; a jump moves it little, and a detected shift resets it.
-        if trend && self.n >= span {
+        if trend && self.n >= m.span {
             self.trend += 0.05 * alpha * d;
         }
         self.mad += alpha * (d.abs() - self.mad);
@@ -138,14 +180,15 @@ impl Spike {
         x: f64,
         threshold: f64,
         warmup: u32,
-        span: u32,
+        m: Memory,
         max_len: u32,
     ) -> (Option<Signal>, f64) {
         if self.base.n < warmup {
-            self.base.learn(x, span, false);
+            self.base.learn(x, m, false);
             return (None, 0.0);
         }
-        let z = self.base.z(x);
+        let (expect, sigma) = (self.base.expect(), self.base.sigma());
+        let z = (x - expect) / sigma;
         if z.abs() >= threshold {
             if self.run == 0 || z.abs() > self.peak_z.abs() {
                 self.peak = x;
@@ -161,11 +204,12 @@ impl Spike {
         }
         let fired = (self.run > 0).then(|| Signal {
             value: self.peak,
-            baseline: self.base.expect(),
+            baseline: expect,
             statistic: self.peak_z,
         });
         self.run = 0;
-        self.base.learn(x, span, true);
+        // Warm (`n >= warmup >= 2`), and the baseline has not moved since `z`.
+        self.base.learn_warm(x, expect, sigma, m, true);
         (fired, z)
     }
 }
@@ -186,14 +230,15 @@ impl Shift {
     /// Advances on `x`; returns the shift when a side's sum passes `h`, with the new level as
     /// `value`, the old one as `baseline`. Also returns max(hi, lo) for scores.
     #[inline]
-    pub fn step(&mut self, x: f64, h: f64, k: f64, warmup: u32, span: u32) -> (Option<Signal>, f64) {
+    pub fn step(&mut self, x: f64, h: f64, k: f64, warmup: u32, m: Memory) -> (Option<Signal>, f64) {
         if self.base.n < warmup {
-            self.base.learn_with(x, span, false, false);
+            self.base.learn_with(x, m, false, false);
             return (None, 0.0);
         }
-        let z = self.base.z(x).clamp(-CUSUM_CLIP, CUSUM_CLIP);
-        let hi = (self.hi + z - k).max(0.0);
-        let lo = (self.lo - z - k).max(0.0);
+        let (expect, sigma) = (self.base.expect(), self.base.sigma());
+        let z = within((x - expect) / sigma, CUSUM_CLIP);
+        let hi = larger(self.hi + z - k, 0.0);
+        let lo = larger(self.lo - z - k, 0.0);
         if hi > 0.0 {
             if self.hi == 0.0 {
                 (self.hi_sum, self.hi_n) = (0.0, 0);
@@ -209,7 +254,7 @@ impl Shift {
             self.lo_n += 1;
         }
         (self.hi, self.lo) = (hi, lo);
-        let stat = hi.max(lo);
+        let stat = larger(hi, lo);
         if stat > h {
             let level = if hi >= lo {
                 self.hi_sum / self.hi_n.max(1) as f64
@@ -218,7 +263,7 @@ impl Shift {
             };
             let signal = Signal {
                 value: level,
-                baseline: self.base.expect(),
+                baseline: expect,
                 statistic: if hi >= lo { hi } else { -lo },
             };
             self.base.adopt(level);
@@ -228,7 +273,7 @@ impl Shift {
         // While evidence of a change builds up, the baseline holds still: learning the new
         // values would hide the change it is testing for.
         if stat < h / 2.0 {
-            self.base.learn_with(x, span, true, false);
+            self.base.learn_warm(x, expect, sigma, m, false);
         }
         (None, stat)
     }

@@ -33,12 +33,12 @@ fn the_baseline_learns_level_and_noise_and_ignores_outliers() {
     let mut b = Baseline::default();
     let mut n = Noise::new(1);
     for _ in 0..2_000 {
-        b.learn(50.0 + 2.0 * n.normal(), 60, true);
+        b.learn(50.0 + 2.0 * n.normal(), Memory::new(60), true);
     }
     assert!((b.expect() - 50.0).abs() < 0.6, "level {}", b.expect());
     assert!((b.sigma() - 2.0).abs() < 0.4, "sigma {}", b.sigma());
     let before = b.expect();
-    b.learn(5_000.0, 60, true);
+    b.learn(5_000.0, Memory::new(60), true);
     assert!(
         (b.expect() - before).abs() < 0.4,
         "one outlier moved the level to {}",
@@ -51,7 +51,7 @@ fn the_baseline_follows_a_slow_ramp_without_lagging_behind() {
     let mut b = Baseline::default();
     let mut n = Noise::new(2);
     for i in 0..3_000 {
-        b.learn(10.0 + 0.01 * i as f64 + 0.5 * n.normal(), 60, true);
+        b.learn(10.0 + 0.01 * i as f64 + 0.5 * n.normal(), Memory::new(60), true);
     }
     let expected = 10.0 + 0.01 * 3_000.0;
     assert!(
@@ -72,7 +72,7 @@ fn a_single_spike_is_reported_when_the_series_returns_and_a_step_is_not() {
             300.. => 75.0 + n.normal(), // level change: not a spike
             _ => 50.0 + n.normal(),
         };
-        if let (Some(sig), _) = s.step(x, 6.0, 30, 60, 5) {
+        if let (Some(sig), _) = s.step(x, 6.0, 30, Memory::new(60), 5) {
             fired.push((i, sig));
         }
     }
@@ -91,7 +91,7 @@ fn no_spike_fires_during_warm_up() {
     let mut s = Spike::default();
     for i in 0..29 {
         let x = if i == 10 { 1_000.0 } else { 1.0 };
-        assert!(s.step(x, 6.0, 30, 60, 5).0.is_none());
+        assert!(s.step(x, 6.0, 30, Memory::new(60), 5).0.is_none());
     }
 }
 
@@ -102,7 +102,7 @@ fn cusum_finds_a_two_sigma_shift_within_twenty_readings() {
     let mut fired = vec![];
     for i in 0..600 {
         let x = if i < 300 { 20.0 } else { 22.0 } + n.normal();
-        if let (Some(sig), _) = c.step(x, 15.0, 0.5, 30, 60) {
+        if let (Some(sig), _) = c.step(x, 15.0, 0.5, 30, Memory::new(60)) {
             fired.push((i, sig));
         }
     }
@@ -124,7 +124,11 @@ fn cusum_false_alarms_on_pure_noise_are_rare() {
         let mut c = Shift::default();
         let mut n = Noise::new(5);
         let alarms = (0..1_000_000)
-            .filter(|_| c.step(100.0 + 3.0 * n.normal(), h, 0.5, 30, 60).0.is_some())
+            .filter(|_| {
+                c.step(100.0 + 3.0 * n.normal(), h, 0.5, 30, Memory::new(60))
+                    .0
+                    .is_some()
+            })
             .count();
         assert!(alarms <= most, "h={h}: {alarms} false alarms");
     }
@@ -136,7 +140,10 @@ fn a_short_spike_does_not_look_like_a_level_shift() {
     let mut n = Noise::new(6);
     for i in 0..500 {
         let x = if (250..252).contains(&i) { 1e6 } else { n.normal() };
-        assert!(c.step(x, 15.0, 0.5, 30, 60).0.is_none(), "fired at {i}");
+        assert!(
+            c.step(x, 15.0, 0.5, 30, Memory::new(60)).0.is_none(),
+            "fired at {i}"
+        );
     }
 }
 

@@ -78,7 +78,9 @@ impl DetectorStates {
         let moving = self.repeats < STUCK;
         if let (Some(i), true) = (plan.spike, moving) {
             let d = &detectors[i as usize];
-            let (signal, z) = self.spike.step(c.value, d.threshold, d.warmup, d.span, d.max_len);
+            let (signal, z) = self
+                .spike
+                .step(c.value, d.threshold, d.warmup, d.memory(), d.max_len);
             if scoring {
                 best = best.max(z.abs() / d.threshold);
             }
@@ -93,7 +95,9 @@ impl DetectorStates {
         }
         if let (Some(i), true) = (plan.level_shift, moving) {
             let d = &detectors[i as usize];
-            let (signal, sum) = self.shift.step(c.value, d.threshold, d.drift, d.warmup, d.span);
+            let (signal, sum) = self
+                .shift
+                .step(c.value, d.threshold, d.drift, d.warmup, d.memory());
             if scoring {
                 best = best.max(sum / d.threshold);
             }
@@ -114,51 +118,12 @@ impl DetectorStates {
             }
             if held >= d.for_ms && held > 0 {
                 if self.open & FLAT == 0 {
-                    self.open |= FLAT;
-                    let reference = self.flat.reference;
-                    let evidence = Evidence {
-                        value: c.value,
-                        baseline: Some(reference),
-                        score: score(held as f64, d.for_ms as f64),
-                        statistic: held as f64 / 1000.0,
-                    };
-                    let message = format!(
-                        "{metric} on {} has not changed from {} for {} ({} readings): the sensor may be stuck",
-                        c.device,
-                        fmt_num(reference),
-                        human_ms(held),
-                        self.flat.n
-                    );
-                    let advice = "check the sensor's wiring and power, power-cycle it, and replace it if the value stays frozen";
-                    open(
-                        &mut self.cold.flat_alert,
-                        d,
-                        metric,
-                        evidence,
-                        message,
-                        advice,
-                        c,
-                        alerts,
-                    );
+                    self.flat_open(d, metric, held, c, alerts);
                 } else {
                     self.cold.flat_alert.holding();
                 }
             } else if self.open & FLAT != 0 {
-                let (dev, v) = (c.device, c.value);
-                self.cold.flat_alert.clear(
-                    c.ts,
-                    v,
-                    c.settings,
-                    |_| {
-                        format!(
-                            "{metric} on {dev} is changing again ({}), resolving {}",
-                            fmt_num(v),
-                            d.name
-                        )
-                    },
-                    alerts,
-                );
-                self.mark(FLAT, self.cold.flat_alert.is_active());
+                self.flat_clear(d, metric, c, alerts);
             }
         }
         if let Some(i) = plan.rate {
@@ -176,6 +141,67 @@ impl DetectorStates {
         best
     }
 
+    /// The flatline alert opens (rare: out of line, so the common path stays small).
+    #[cold]
+    #[inline(never)]
+    fn flat_open(
+        &mut self,
+        d: &Detector,
+        metric: &str,
+        held: i64,
+        c: &Ctx<'_>,
+        alerts: &mut Vec<AlertEvent>,
+    ) {
+        self.open |= FLAT;
+        let reference = self.flat.reference;
+        let evidence = Evidence {
+            value: c.value,
+            baseline: Some(reference),
+            score: score(held as f64, d.for_ms as f64),
+            statistic: held as f64 / 1000.0,
+        };
+        let message = format!(
+            "{metric} on {} has not changed from {} for {} ({} readings): the sensor may be stuck",
+            c.device,
+            fmt_num(reference),
+            human_ms(held),
+            self.flat.n
+        );
+        let advice =
+            "check the sensor's wiring and power, power-cycle it, and replace it if the value stays frozen";
+        open(
+            &mut self.cold.flat_alert,
+            d,
+            metric,
+            evidence,
+            message,
+            advice,
+            c,
+            alerts,
+        );
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flat_clear(&mut self, d: &Detector, metric: &str, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
+        let (dev, v) = (c.device, c.value);
+        self.cold.flat_alert.clear(
+            c.ts,
+            v,
+            c.settings,
+            |_| {
+                format!(
+                    "{metric} on {dev} is changing again ({}), resolving {}",
+                    fmt_num(v),
+                    d.name
+                )
+            },
+            alerts,
+        );
+        self.mark(FLAT, self.cold.flat_alert.is_active());
+    }
+
+    #[inline(never)]
     fn rate_step(
         &mut self,
         d: &Detector,
@@ -259,6 +285,8 @@ impl DetectorStates {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn event(
         &mut self,
         which: Which,
@@ -358,6 +386,8 @@ pub fn threshold_of(d: &Detector) -> f64 {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn quiet(episode: &mut Episode, d: &Detector, metric: &str, c: &Ctx<'_>, alerts: &mut Vec<AlertEvent>) {
     let (dev, v) = (c.device, c.value);
     episode.clear(

@@ -89,6 +89,18 @@ impl Store {
     /// below folds into the lowest kept bin, so the result does not depend on arrival order.
     #[inline]
     fn add(&mut self, i: i32, n: u32) {
+        // Most values land in a bin the store already has: that case inline, the rest not.
+        let k = i.wrapping_sub(self.offset) as u32 as usize;
+        if let Some(bin) = self.bins.get_mut(k) {
+            *bin += n;
+            return;
+        }
+        self.add_outside(i, n);
+    }
+
+    /// [`Store::add`] of a bin below or above the ones held (or to an empty store).
+    #[inline(never)]
+    fn add_outside(&mut self, i: i32, n: u32) {
         if self.bins.is_empty() {
             self.offset = i;
             self.bins.push(n);

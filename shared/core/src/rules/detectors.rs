@@ -4,6 +4,7 @@
 //! The built-in defaults come first (unless `[settings] builtin_detectors = false`), so a user's
 //! file only states what differs.
 
+use crate::engine::detect::Memory;
 use crate::error::FieldError;
 use crate::model::Severity;
 use crate::ts::parse_duration_ms;
@@ -83,6 +84,8 @@ pub struct Detector {
     pub max_change: f64,
     pub per_ms: i64,
     pub recommendation: Option<String>,
+    /// `span` with its EWMA weight, derived once `span` is final.
+    memory: Memory,
 }
 
 impl Detector {
@@ -114,7 +117,21 @@ impl Detector {
             max_change: 0.0,
             per_ms: 60_000,
             recommendation: None,
+            memory: Memory::new(60),
         }
+        .with_memory()
+    }
+
+    /// Derives what depends on `span`.
+    fn with_memory(mut self) -> Detector {
+        self.memory = Memory::new(self.span);
+        self
+    }
+
+    /// The baselines' memory (spike, level_shift): `span` and its EWMA weight.
+    #[inline]
+    pub fn memory(&self) -> Memory {
+        self.memory
     }
 }
 
@@ -244,7 +261,11 @@ pub(super) fn parse_detector(w: DetectorWire) -> Result<Detector, Vec<FieldError
         ));
     }
     d.recommendation = w.recommendation;
-    if errors.is_empty() { Ok(d) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(d.with_memory())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Which entry of each kind applies to one (device, metric): indexes into `Rules::detectors`.
