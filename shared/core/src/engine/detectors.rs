@@ -59,6 +59,7 @@ impl DetectorStates {
     /// largest ratio of a detector's statistic to its threshold (the anomaly score is [`score`]
     /// of it), else 0: those ratios cost three divisions per value, for scores only.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn step(
         &mut self,
         plan: &DetectorPlan,
