@@ -46,6 +46,25 @@ fn within(x: f64, lim: f64) -> f64 {
     }
 }
 
+/// `if c { a } else { b }` as bit operations: no branch to mispredict.
+#[inline]
+fn pick(c: bool, a: f64, b: f64) -> f64 {
+    let m = (c as u64).wrapping_neg();
+    f64::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+}
+
+/// One CUSUM side's sum and count of values after `x`: unchanged when the side is not `on`,
+/// else `x` added, to fresh sums when the side was zero (`restart`).
+#[inline]
+fn side_sums(on: bool, restart: bool, sum: f64, n: u32, x: f64) -> (f64, u32) {
+    // `&`, not `&&`: both are computed, nothing branches.
+    let restart = on & restart;
+    let added = pick(restart, 0.0, sum) + x;
+    let r = restart as u32;
+    let n = ((n + on as u32) & r.wrapping_sub(1)) | r;
+    (pick(on, added, sum), n)
+}
+
 /// Maps a statistic to a 0..1 anomaly score that is 0.5 at the detector's threshold.
 pub fn score(statistic: f64, threshold: f64) -> f64 {
     if threshold <= 0.0 || !statistic.is_finite() {
@@ -239,20 +258,10 @@ impl Shift {
         let z = within((x - expect) / sigma, CUSUM_CLIP);
         let hi = larger(self.hi + z - k, 0.0);
         let lo = larger(self.lo - z - k, 0.0);
-        if hi > 0.0 {
-            if self.hi == 0.0 {
-                (self.hi_sum, self.hi_n) = (0.0, 0);
-            }
-            self.hi_sum += x;
-            self.hi_n += 1;
-        }
-        if lo > 0.0 {
-            if self.lo == 0.0 {
-                (self.lo_sum, self.lo_n) = (0.0, 0);
-            }
-            self.lo_sum += x;
-            self.lo_n += 1;
-        }
+        // A side above zero adds `x` to its sums, which restart when the side was zero. Without
+        // branches: on noise each side is above zero at random, which no predictor learns.
+        (self.hi_sum, self.hi_n) = side_sums(hi > 0.0, self.hi == 0.0, self.hi_sum, self.hi_n, x);
+        (self.lo_sum, self.lo_n) = side_sums(lo > 0.0, self.lo == 0.0, self.lo_sum, self.lo_n, x);
         (self.hi, self.lo) = (hi, lo);
         let stat = larger(hi, lo);
         if stat > h {

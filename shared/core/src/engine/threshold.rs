@@ -177,17 +177,11 @@ impl ThresholdState {
         let Some(fit) = trend.fit(c.ts.millis(), FIT_MIN_READINGS) else {
             return;
         };
-        // The line's level (a division) only when it heads the threshold's way.
-        let heading = match rule.direction {
-            Direction::Above => fit.slope > 0.0,
-            Direction::Below => fit.slope < 0.0,
+        let level = fit.level();
+        let toward = match rule.direction {
+            Direction::Above => fit.slope > 0.0 && level < rule.threshold,
+            Direction::Below => fit.slope < 0.0 && level > rule.threshold,
         };
-        let level = if heading { fit.level() } else { f64::NAN };
-        let toward = heading
-            && match rule.direction {
-                Direction::Above => level < rule.threshold,
-                Direction::Below => level > rule.threshold,
-            };
         let eta_ms = if toward {
             ((rule.threshold - level) / fit.slope * 1000.0) as i64
         } else {
