@@ -53,7 +53,23 @@ fn exp2_linear(y: f64) -> f64 {
 
 #[inline]
 fn index(magnitude: f64) -> i32 {
-    floor_i32(log2_linear(magnitude) * INV_WIDTH)
+    // A finite magnitude above `MIN_MAGNITUDE` puts this within -750..25,600.
+    floor_small(log2_linear(magnitude) * INV_WIDTH)
+}
+
+/// 1.5 * 2^52: adding it rounds a float of magnitude below 2^51 to an integer, which then sits
+/// in the sum's low mantissa bits.
+const ROUNDER: f64 = 6_755_399_441_055_744.0;
+
+/// `x.floor() as i32` for a finite `x` within ±2^30, in about 7 instructions where
+/// [`floor_i32`] takes 16 (its saturating conversion guards against NaN and overflow, which this
+/// domain excludes): round to nearest by adding [`ROUNDER`] (the low 32 bits of the sum are the
+/// rounded integer, two's complement), then one down if that rounded up.
+#[inline]
+fn floor_small(x: f64) -> i32 {
+    let y = x + ROUNDER;
+    let rounded = y.to_bits() as u32 as i32;
+    rounded - ((y - ROUNDER) > x) as i32
 }
 
 /// `x.floor() as i32` without the call: on the x86-64 baseline (no SSE4.1) `floor` is a
@@ -304,6 +320,25 @@ mod tests {
         xs.extend((-2_000..2_000).map(|i| i as f64 * 0.37));
         for x in xs {
             assert_eq!(super::floor_i32(x), x.floor() as i32, "{x}");
+        }
+    }
+
+    #[test]
+    fn floor_small_is_floor_within_its_domain() {
+        let edge = (1u32 << 30) as f64;
+        let mut xs = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, edge, -edge, edge - 0.5, 0.5 - edge];
+        xs.extend((-20_000..20_000).map(|i| i as f64 * 0.37));
+        xs.extend((-2_000..2_000).map(|i| i as f64 * 0.5));
+        xs.extend((-2_000..2_000).map(|i| i as f64 + 1e-9));
+        xs.extend((-2_000..2_000).map(|i| i as f64 - 1e-12));
+        // Every bin index the sketch can compute: magnitudes from its floor to the largest float.
+        let mut m = super::MIN_MAGNITUDE;
+        while m.is_finite() {
+            xs.push(super::log2_linear(m) * super::INV_WIDTH);
+            m *= 1.003;
+        }
+        for x in xs {
+            assert_eq!(super::floor_small(x), x.floor() as i32, "{x}");
         }
     }
 

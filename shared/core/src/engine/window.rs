@@ -124,7 +124,8 @@ impl Windows {
     pub fn add(&mut self, ts: i64, x: f64, settings: &Settings, sink: &mut Sink<'_>) {
         let pane_ms = settings.pane_ms();
         let current = self.current.start;
-        if self.current.count > 0 && ts >= current && ts < current.saturating_add(pane_ms) {
+        // `ts - current` as u64 is exact once `ts >= current` (no saturating add needed).
+        if self.current.count > 0 && ts >= current && (ts.wrapping_sub(current) as u64) < pane_ms as u64 {
             // The current pane's (most values): no 64-bit division to find the pane.
             self.current.add(x);
             self.dirty = true;
