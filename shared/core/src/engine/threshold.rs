@@ -178,22 +178,20 @@ impl ThresholdState {
             return;
         };
         let level = fit.level();
+        // On noise the slope's sign is a coin toss: `&` and a select, not branches.
         let toward = match rule.direction {
-            Direction::Above => fit.slope > 0.0 && level < rule.threshold,
-            Direction::Below => fit.slope < 0.0 && level > rule.threshold,
+            Direction::Above => (fit.slope > 0.0) & (level < rule.threshold),
+            Direction::Below => (fit.slope < 0.0) & (level > rule.threshold),
         };
-        let eta_ms = if toward {
-            ((rule.threshold - level) / fit.slope * 1000.0) as i64
-        } else {
-            i64::MAX
-        };
+        let eta = ((rule.threshold - level) / fit.slope * 1000.0) as i64;
+        let eta_ms = if toward { eta } else { i64::MAX };
         if self.forecast_on {
             if eta_ms > 2 * horizon {
                 self.forecast_on = false;
             }
             return;
         }
-        if !(toward && eta_ms <= horizon && fit.r_squared() >= MIN_R_SQUARED) {
+        if !(toward & (eta_ms <= horizon)) || fit.r_squared() < MIN_R_SQUARED {
             return;
         }
         self.forecast_on = true;
