@@ -17,6 +17,51 @@ pub(super) fn same_key(a: &[u8], b: &[u8]) -> bool {
     a == b
 }
 
+/// A device id's or metric name's bytes inline, for lookups: no pointer to chase and, unlike a
+/// small vector, no inline-or-heap branch on every use. A name longer than `N` keeps its first
+/// `N` bytes here and is compared in full against the name its owner holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Key<const N: usize> {
+    len: u32,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Default for Key<N> {
+    fn default() -> Self {
+        Key { len: 0, bytes: [0; N] }
+    }
+}
+
+impl<const N: usize> Key<N> {
+    pub fn new(name: &[u8]) -> Self {
+        let mut bytes = [0; N];
+        let n = name.len().min(N);
+        bytes[..n].copy_from_slice(&name[..n]);
+        // Names are bounded by the request limits, far below 4 GiB.
+        let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
+        Key { len, bytes }
+    }
+
+    /// Whether `b` is this name; `full` is the whole name, read only when it is longer than `N`.
+    #[inline]
+    pub fn is(&self, b: &[u8], full: &str) -> bool {
+        let n = b.len();
+        if self.len as usize != n {
+            return false;
+        }
+        if n > N {
+            return full.as_bytes() == b;
+        }
+        same_key(&self.bytes[..n], b)
+    }
+
+    /// A word of the key (to pull its cache line in, see `EngineState::touch`).
+    #[inline]
+    pub fn touch(&self) -> u64 {
+        self.len as u64
+    }
+}
+
 /// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are
 /// hashed with FNV-1a. Stable across runs, which checkpoints need.
 #[inline]
@@ -96,7 +141,28 @@ const HEX: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex_digits, hex16, id_hash, same_key};
+    use super::{Key, hex_digits, hex16, id_hash, same_key};
+
+    #[test]
+    fn a_key_is_its_name_whatever_the_length() {
+        let names: Vec<Vec<u8>> = (0..40u8)
+            .map(|n| (0..n).map(|i| b'a' + i % 26).collect())
+            .chain([b"temperature".to_vec(), b"temperaturf".to_vec(), b"dev-00123".to_vec()])
+            .collect();
+        for a in &names {
+            let full = std::str::from_utf8(a).unwrap();
+            let key = Key::<24>::new(a);
+            for b in &names {
+                assert_eq!(key.is(b, full), a == b, "{a:?} {b:?}");
+                let mut c = b.clone();
+                if let Some(last) = c.last_mut() {
+                    // Differs from `b` only in its last byte: past the inline part for long names.
+                    *last ^= 0x20;
+                    assert_eq!(key.is(&c, full), *a == c, "{a:?} {c:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn same_key_is_equality() {

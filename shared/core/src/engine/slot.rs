@@ -3,6 +3,7 @@
 
 use super::detect::Trend;
 use super::detectors::DetectorStates;
+use super::ids::Key;
 use super::threshold::{Ctx, ThresholdState};
 use super::window::{Pane, Sink, Windows};
 use super::{Output, Score};
@@ -27,7 +28,7 @@ pub struct Value<'a> {
 pub struct Slot {
     /// The metric name's bytes, inline: looking a metric up chases no pointer.
     #[serde(skip)]
-    pub key: SmallVec<[u8; 24]>,
+    pub key: Key<24>,
     /// ts and value of the newest in-order value.
     pub last: Option<(i64, f64)>,
     #[serde(skip)]
@@ -43,7 +44,7 @@ pub struct Slot {
 impl Slot {
     pub fn new(metric: &str) -> Slot {
         Slot {
-            key: SmallVec::from_slice(metric.as_bytes()),
+            key: Key::new(metric.as_bytes()),
             metric: metric.into(),
             ..Default::default()
         }
@@ -52,7 +53,7 @@ impl Slot {
     /// (Re)binds the slot to the rules: detector plan, threshold states by rule name (state of
     /// rules that no longer apply is dropped; new rules start fresh).
     pub fn bind(&mut self, rules: &Rules, device: &str) {
-        self.key = SmallVec::from_slice(self.metric.as_bytes());
+        self.key = Key::new(self.metric.as_bytes());
         self.plan = DetectorPlan::resolve(&rules.detectors, device, &self.metric);
         let mut old = std::mem::take(&mut self.thresholds);
         for (i, rule) in rules.thresholds.iter().enumerate() {
@@ -79,7 +80,7 @@ impl Slot {
     /// Reads one word of each hot cache line (see `EngineState::touch`).
     #[inline]
     pub fn touch(&self) -> u64 {
-        self.key.len() as u64
+        self.key.touch()
             ^ self.windows.touch()
             ^ self.det.touch()
             ^ self.trend.map_or(0, |t| t.n as u64)

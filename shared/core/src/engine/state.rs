@@ -4,7 +4,7 @@
 use super::alerting::{Episode, Opening, human_ms};
 use super::detect::score;
 use super::detectors::threshold_of;
-use super::ids::{id_hash, same_key};
+use super::ids::{Key, id_hash};
 use super::slot::Slot;
 use super::window::{Pane, Sink};
 use super::{DEDUP_WINDOW, Output};
@@ -39,7 +39,7 @@ pub struct EngineState {
 pub(super) struct Device {
     /// The id's bytes, inline (checked on lookup without chasing a pointer).
     #[serde(skip)]
-    key: SmallVec<[u8; 32]>,
+    key: Key<32>,
     /// Newest ts that arrived (the device's event-time clock); `i64::MIN` before any.
     newest: i64,
     /// Hashes of the last reading ids (a ring, inline: it is read for every reading).
@@ -68,7 +68,7 @@ pub(super) struct Device {
 impl Device {
     fn new(id: DeviceId) -> Device {
         Device {
-            key: SmallVec::from_slice(id.as_str().as_bytes()),
+            key: Key::new(id.as_str().as_bytes()),
             id,
             newest: i64::MIN,
             recent: [0; DEDUP_WINDOW],
@@ -86,7 +86,7 @@ impl Device {
     }
 
     fn bind(&mut self, rules: &Rules) {
-        self.key = SmallVec::from_slice(self.id.as_str().as_bytes());
+        self.key = Key::new(self.id.as_str().as_bytes());
         self.silence_plan = DetectorPlan::silence(&rules.detectors, self.id.as_str());
         for s in &mut self.slots {
             s.bind(rules, self.id.as_str());
@@ -120,11 +120,11 @@ impl Device {
         for (name, &value) in &r.metrics {
             let name_b = name.as_bytes();
             // Usually the device sends the same metrics every time: the next slot is the one.
-            let hit = k < self.slots.len() && same_key(&self.slots[k].key, name_b);
-            while !hit && k < self.slots.len() && self.slots[k].key.as_slice() < name_b {
+            let hit = k < self.slots.len() && self.slots[k].key.is(name_b, &self.slots[k].metric);
+            while !hit && k < self.slots.len() && self.slots[k].metric.as_bytes() < name_b {
                 k += 1;
             }
-            if !hit && (k == self.slots.len() || self.slots[k].key.as_slice() != name_b) {
+            if !hit && (k == self.slots.len() || self.slots[k].metric.as_bytes() != name_b) {
                 let mut slot = Slot::new(name);
                 slot.bind(rules, self.id.as_str());
                 self.slots.insert(k, slot);
@@ -279,7 +279,8 @@ impl EngineState {
     fn find(&self, id: &DeviceId) -> Option<usize> {
         let bytes = id.as_str().as_bytes();
         let &i = self.index.get(&key_hash(bytes))?;
-        if same_key(&self.devices[i as usize].key, bytes) {
+        let d = &self.devices[i as usize];
+        if d.key.is(bytes, d.id.as_str()) {
             Some(i as usize)
         } else {
             self.collided.get(id).map(|&i| i as usize)
