@@ -221,7 +221,7 @@ impl Spike {
             }
             return (None, z);
         }
-        let fired = (self.run > 0).then(|| Signal {
+        let fired = (self.run > 0).then_some(Signal {
             value: self.peak,
             baseline: expect,
             statistic: self.peak_z,

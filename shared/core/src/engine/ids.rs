@@ -28,7 +28,10 @@ pub(super) struct Key<const N: usize> {
 
 impl<const N: usize> Default for Key<N> {
     fn default() -> Self {
-        Key { len: 0, bytes: [0; N] }
+        Key {
+            len: 0,
+            bytes: [0; N],
+        }
     }
 }
 
@@ -147,7 +150,11 @@ mod tests {
     fn a_key_is_its_name_whatever_the_length() {
         let names: Vec<Vec<u8>> = (0..40u8)
             .map(|n| (0..n).map(|i| b'a' + i % 26).collect())
-            .chain([b"temperature".to_vec(), b"temperaturf".to_vec(), b"dev-00123".to_vec()])
+            .chain([
+                b"temperature".to_vec(),
+                b"temperaturf".to_vec(),
+                b"dev-00123".to_vec(),
+            ])
             .collect();
         for a in &names {
             let full = std::str::from_utf8(a).unwrap();

@@ -333,7 +333,17 @@ mod tests {
 
     #[test]
     fn ceil_u64_is_ceil_as_u64() {
-        let mut xs = vec![0.0, -0.0, 0.5, 1.0, 1.5, 2.0, 1e-300, 0.999_999_999, (1u64 << 53) as f64];
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            1.0,
+            1.5,
+            2.0,
+            1e-300,
+            0.999_999_999,
+            (1u64 << 53) as f64,
+        ];
         // The products a window's quantiles compute: q * n for every count up to 100,000.
         for n in 0..100_000u64 {
             xs.extend([0.5, 0.95, 0.99].map(|q| q * n as f64));
@@ -346,7 +356,20 @@ mod tests {
     #[test]
     fn floor_small_is_floor_within_its_domain() {
         let edge = (1u32 << 30) as f64;
-        let mut xs = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, edge, -edge, edge - 0.5, 0.5 - edge];
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            edge,
+            -edge,
+            edge - 0.5,
+            0.5 - edge,
+        ];
         xs.extend((-20_000..20_000).map(|i| i as f64 * 0.37));
         xs.extend((-2_000..2_000).map(|i| i as f64 * 0.5));
         xs.extend((-2_000..2_000).map(|i| i as f64 + 1e-9));
