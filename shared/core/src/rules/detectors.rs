@@ -68,7 +68,8 @@ pub struct Detector {
     /// spike, level_shift: readings needed to learn the baseline before the detector may fire.
     pub warmup: u32,
     /// spike, level_shift: baseline memory, in readings (EWMA span, 60); rate: readings the
-    /// slope is fitted over (6).
+    /// slope is fitted over (6). Set by the rules file: [`Detector::memory`] is derived from it
+    /// when the entry is parsed.
     pub span: u32,
     /// spike: longest excursion (readings) still called a spike; longer is a level change.
     pub max_len: u32,
