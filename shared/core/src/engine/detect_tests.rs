@@ -187,3 +187,60 @@ fn scores_are_one_half_at_the_threshold_and_monotone() {
     assert!(score(-12.0, 6.0) > 0.9 && score(1.0, 6.0) < 0.05);
     assert_eq!(score(0.0, 6.0), 0.0);
 }
+
+/// The branch-free helpers give what the plain definitions give, bit for bit, for every kind
+/// of input they can meet (and NaN `x`, which they pass through like the originals).
+#[test]
+fn the_branch_free_helpers_are_their_plain_definitions() {
+    let xs = [
+        0.0,
+        -0.0,
+        1e-300,
+        -1e-300,
+        0.5,
+        -0.5,
+        2.999,
+        3.0,
+        -3.0,
+        3.001,
+        1e300,
+        -1e300,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
+    for &x in &xs {
+        for lim in [0.0, 0.5, 3.0, 1e300, f64::INFINITY] {
+            assert!(same(within(x, lim), x.clamp(-lim, lim)), "within({x}, {lim})");
+        }
+        for y in xs.iter().copied().filter(|y| !y.is_nan()) {
+            // `f64::max` may pick either zero when they compare equal; `larger` is not asked
+            // to choose between +0 and -0 anywhere (its `y` is positive or +0 with `x` >= 0).
+            if x == 0.0 && y == 0.0 {
+                continue;
+            }
+            assert!(same(larger(x, y), x.max(y)), "larger({x}, {y})");
+            assert!(same(pick(true, x, y), x) && same(pick(false, x, y), y));
+        }
+    }
+    // The CUSUM's side sums against the branches they replaced.
+    for on in [false, true] {
+        for restart in [false, true] {
+            for (sum, n) in [(0.0, 0), (12.5, 3), (-4.0, 7)] {
+                for x in [0.0, 1.25, -2.5] {
+                    let (mut s, mut k) = (sum, n);
+                    if on {
+                        if restart {
+                            (s, k) = (0.0, 0);
+                        }
+                        s += x;
+                        k += 1;
+                    }
+                    let (s2, k2) = side_sums(on, restart, sum, n, x);
+                    assert!(same(s2, s) && k2 == k, "{on} {restart} {sum} {n} {x}");
+                }
+            }
+        }
+    }
+}
