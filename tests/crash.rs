@@ -9,7 +9,7 @@ use iotstream_core::engine::Engine;
 use iotstream_core::rules::Rules;
 use iotstream_core::{DeviceId, Reading};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 const DEVICES: usize = 4;
@@ -175,7 +175,7 @@ async fn verify(server: &Server, senders: &[Sender], start: i64, total: usize, r
         let readings: Vec<Reading> = (0..total)
             .map(|i| {
                 let v = reading(&s.device, start, i);
-                let metrics: BTreeMap<String, f64> = BTreeMap::from([(
+                let metrics = iotstream_core::Metrics::from_iter([(
                     "temperature".into(),
                     v["metrics"]["temperature"].as_f64().unwrap(),
                 )]);

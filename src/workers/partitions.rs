@@ -307,7 +307,10 @@ mod tests {
                     id: format!("r{o}"),
                     device_id: DeviceId::parse("d1").unwrap(),
                     ts: Ts::from_millis(T0 + o as i64 * 1_000),
-                    metrics: [("temperature".to_owned(), 20.0 + o as f64)].into(),
+                    metrics: iotstream_core::Metrics::from_iter([(
+                        "temperature".to_owned(),
+                        20.0 + o as f64,
+                    )]),
                     message_id: None,
                 };
                 Delivered {
@@ -432,7 +435,7 @@ mod tests {
             id: format!("{device}-{i}"),
             device_id: DeviceId::parse(device).unwrap(),
             ts: Ts::from_millis(T0 + i * 1_000),
-            metrics: [("temperature".to_owned(), 20.0)].into(),
+            metrics: iotstream_core::Metrics::from_iter([("temperature".to_owned(), 20.0)]),
             message_id: None,
         };
         iotstream_core::ports::Record {

@@ -9,7 +9,7 @@ use iotstream_core::engine::Engine;
 use iotstream_core::rules::Rules;
 use iotstream_core::{DeviceId, Reading};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,7 +70,7 @@ pub fn expected(device: &str, start: i64, total: usize) -> (BTreeSet<String>, BT
     let readings: Vec<Reading> = (0..total)
         .map(|i| {
             let v = reading(device, start, i);
-            let metrics = BTreeMap::from([(
+            let metrics = iotstream_core::Metrics::from_iter([(
                 "temperature".to_owned(),
                 v["metrics"]["temperature"].as_f64().unwrap(),
             )]);

@@ -22,7 +22,7 @@ pub use model::{
     Aggregate, Alert, AlertEvent, AlertEventKind, AlertState, Evidence, Forecast, Insight, LateReading,
     LatestState, Severity,
 };
-pub use reading::{MetricName, Reading};
+pub use reading::{MetricName, Metrics, Reading};
 pub use ts::Ts;
 
 /// Kafka-compatible topic names (CONTRACT §3).

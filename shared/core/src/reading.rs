@@ -6,7 +6,6 @@ use crate::error::FieldError;
 use crate::ts::Ts;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 /// Limits on one request (CONTRACT §2.2).
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +54,7 @@ pub struct Reading {
     pub id: String,
     pub device_id: DeviceId,
     pub ts: Ts,
-    pub metrics: BTreeMap<String, f64>,
+    pub metrics: Metrics,
     /// The client's own message id, when it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
@@ -286,7 +285,7 @@ fn parse_metrics(
     value: Option<serde_json::Value>,
     limits: &Limits,
     errors: &mut Vec<FieldError>,
-) -> Option<BTreeMap<String, f64>> {
+) -> Option<Metrics> {
     let map = match value {
         Some(serde_json::Value::Object(m)) => m,
         Some(_) => {
@@ -309,7 +308,7 @@ fn parse_metrics(
         return None;
     }
     let before = errors.len();
-    let mut out = BTreeMap::new();
+    let mut out = Metrics::with_capacity(map.len());
     for (name, v) in map {
         if let Err(m) = MetricName::check(&name) {
             errors.push(FieldError::new(format!("metrics.{name}"), m));
@@ -330,12 +329,7 @@ fn parse_metrics(
 
 /// The storage and dedup key of a reading (CONTRACT §2.2: same device and id, or same device, ts and
 /// metrics when there is no id). 128 bits of SHA-256, hex.
-pub fn reading_key(
-    device: &DeviceId,
-    message_id: Option<&str>,
-    ts: Ts,
-    metrics: &BTreeMap<String, f64>,
-) -> String {
+pub fn reading_key(device: &DeviceId, message_id: Option<&str>, ts: Ts, metrics: &Metrics) -> String {
     let mut h = Sha256::new();
     h.update(device.as_str().as_bytes());
     h.update([0]);
@@ -369,5 +363,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 mod fast;
+mod metrics;
+pub use metrics::Metrics;
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ pub mod store;
 
 use crate::connect::Backends;
 use iotstream_core::{Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, Severity, Ts};
-use std::collections::BTreeMap;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,8 +62,8 @@ pub fn unique_device(prefix: &str) -> DeviceId {
     DeviceId::parse(&unique(prefix)).expect("unique() yields valid device ids")
 }
 
-/// A metric map from pairs.
-pub fn metrics(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+/// A metric map from pairs (a reading's `Metrics` or a latest state's map).
+pub fn metrics<M: FromIterator<(String, f64)>>(pairs: &[(&str, f64)]) -> M {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn reading(device: &iotstream_core::DeviceId, i: i64) -> Reading {
-    let m = metrics(&[("t", i as f64)]);
+    let m: iotstream_core::Metrics = metrics(&[("t", i as f64)]);
     let id = iotstream_core::reading::reading_key(device, None, Ts(i), &m);
     Reading {
         id,

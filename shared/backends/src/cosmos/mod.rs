@@ -33,7 +33,7 @@ use futures::{StreamExt, TryStreamExt};
 use iotstream_core::ports::{PortResult, TelemetryStore};
 use iotstream_core::{DeviceId, PortError, PortErrorKind, Reading, Ts};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The container (CONTRACT §3).
@@ -49,7 +49,7 @@ struct Doc {
     device_id: String,
     ts: Ts,
     ts_ms: i64,
-    metrics: BTreeMap<String, f64>,
+    metrics: iotstream_core::Metrics,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<String>,
 }

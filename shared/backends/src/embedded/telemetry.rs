@@ -24,7 +24,7 @@ use crate::sqlite::{BEGIN_WRITE, Db, chunks, multi_row};
 use async_trait::async_trait;
 use iotstream_core::ports::{PortResult, TelemetryStore};
 use iotstream_core::{DeviceId, Reading, Ts};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// Reading ids are normally 32 lowercase hex characters (a SHA-256 prefix): those are stored as
@@ -248,7 +248,7 @@ impl TelemetryStore for EmbeddedTelemetryStore {
         .map_err(db_err)?;
         rows.into_iter()
             .map(|(id, ts, metrics, message_id)| {
-                let metrics: BTreeMap<String, f64> =
+                let metrics: iotstream_core::Metrics =
                     serde_json::from_str(&metrics).map_err(|e| decode_err("reading metrics", e))?;
                 Ok(Reading {
                     id,

@@ -4,9 +4,8 @@ use super::*;
 use crate::model::{Aggregate, AlertEventKind, AlertState};
 use crate::reading::reading_key;
 use crate::rules::Rules;
-use crate::{DeviceId, Ts};
+use crate::{DeviceId, Metrics, Ts};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 
 mod detectors;
 mod state;
@@ -29,7 +28,7 @@ pub(super) const NOW: Ts = Ts(1_795_600_800_000);
 
 pub(super) fn at(device: &str, ts_ms: i64, metrics: &[(&str, f64)]) -> Reading {
     let device_id = DeviceId::parse(device).unwrap();
-    let metrics: BTreeMap<String, f64> = metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let metrics: Metrics = metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let ts = Ts(ts_ms);
     Reading {
         id: reading_key(&device_id, None, ts, &metrics),
@@ -404,7 +403,7 @@ fn two_episodes_at_the_same_timestamp_are_two_alerts() {
     );
     let mk = |v: f64, msg: &str| {
         let device_id = DeviceId::parse("d").unwrap();
-        let metrics = BTreeMap::from([("temperature".to_owned(), v)]);
+        let metrics = Metrics::from_iter([("temperature".to_owned(), v)]);
         Reading {
             id: reading_key(&device_id, Some(msg), Ts(5), &metrics),
             device_id,

@@ -3,13 +3,12 @@
 //! and gives up (returns `None`) at the first doubt, so the detailed path still produces every
 //! error message. Measured: it roughly halves parsing cost (BENCHMARKS.md).
 
-use super::{Limits, MetricName, Reading, reading_key};
+use super::{Limits, MetricName, Metrics, Reading, reading_key};
 use crate::device::DeviceId;
 use crate::ts::Ts;
 use serde::Deserialize;
 use serde::de::{Deserializer, Visitor};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -18,7 +17,7 @@ struct Wire<'a> {
     device_id: Cow<'a, str>,
     #[serde(default, borrow)]
     ts: Option<WireTs<'a>>,
-    metrics: BTreeMap<String, f64>,
+    metrics: Metrics,
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
 }

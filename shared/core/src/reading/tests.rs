@@ -13,7 +13,7 @@ fn parses_one_object_an_array_and_ndjson() {
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].device_id.as_str(), "pump-17");
     assert_eq!(r[0].ts, Ts::parse_rfc3339("2025-11-25T09:59:00.250Z").unwrap());
-    assert_eq!(r[0].metrics["temperature"], 81.5);
+    assert_eq!(r[0].metrics.get("temperature"), Some(&81.5));
 
     let arr = format!("[{one},{one}]");
     assert_eq!(parse(&arr, BodyFormat::Json).unwrap().len(), 2);

@@ -19,7 +19,6 @@ pub use eval::{Detection, KindReport, evaluate, run_offline, sim_rules};
 
 use crate::reading::{Reading, reading_key};
 use crate::{DeviceId, Ts};
-use std::collections::BTreeMap;
 
 /// Added to the built-in rules and detectors to judge the simulator's labels: a rate-of-change
 /// limit on temperature (rate detection needs a limit). See [`sim_rules`].
@@ -241,7 +240,7 @@ impl Simulator {
         d.n += 1;
         let days = (t - self.cfg.start.millis()) as f64 / DAY_MS;
         let day = (t as f64 / DAY_MS) * std::f64::consts::TAU + d.phase;
-        let mut metrics = BTreeMap::new();
+        let mut metrics = crate::Metrics::new();
         for (k, m) in d.metrics.iter_mut().enumerate() {
             let mut v = m.base + m.offset + m.drift * days + m.daily * day.sin() + m.noise * rng.normal();
             match &d.running {
