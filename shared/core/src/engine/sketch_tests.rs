@@ -1,0 +1,228 @@
+//! The sketch against exact quantiles, its bin arithmetic against the library functions it
+//! replaces, and merging.
+
+use super::*;
+use proptest::prelude::*;
+
+#[test]
+fn floor_i32_is_floor_as_i32() {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.0,
+        -1.0,
+        1.999_999,
+        -1.000_001,
+        2e9,
+        -2e9,
+        3e9,
+        -3e9,
+        -2_147_483_648.5,
+        -2_147_483_649.5,
+        2_147_483_647.5,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        f64::MIN_POSITIVE,
+        -f64::MIN_POSITIVE,
+        1e-300,
+        -1e-300,
+    ];
+    xs.extend((-2_000..2_000).map(|i| i as f64 * 0.37));
+    for x in xs {
+        assert_eq!(super::floor_i32(x), x.floor() as i32, "{x}");
+    }
+}
+
+#[test]
+fn ceil_u64_is_ceil_as_u64() {
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        0.5,
+        1.0,
+        1.5,
+        2.0,
+        1e-300,
+        0.999_999_999,
+        (1u64 << 53) as f64,
+    ];
+    // The products a window's quantiles compute: q * n for every count up to 100,000.
+    for n in 0..100_000u64 {
+        xs.extend([0.5, 0.95, 0.99].map(|q| q * n as f64));
+    }
+    for x in xs {
+        assert_eq!(super::ceil_u64(x), x.ceil() as u64, "{x}");
+    }
+}
+
+#[test]
+fn floor_small_is_floor_within_its_domain() {
+    let edge = (1u32 << 30) as f64;
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        edge,
+        -edge,
+        edge - 0.5,
+        0.5 - edge,
+    ];
+    xs.extend((-20_000..20_000).map(|i| i as f64 * 0.37));
+    xs.extend((-2_000..2_000).map(|i| i as f64 * 0.5));
+    xs.extend((-2_000..2_000).map(|i| i as f64 + 1e-9));
+    xs.extend((-2_000..2_000).map(|i| i as f64 - 1e-12));
+    // Every bin index the sketch can compute: magnitudes from its floor to the largest float.
+    let mut m = super::MIN_MAGNITUDE;
+    while m.is_finite() {
+        xs.push(super::log2_linear(m) * super::INV_WIDTH);
+        m *= 1.003;
+    }
+    for x in xs {
+        assert_eq!(super::floor_small(x), x.floor() as i32, "{x}");
+    }
+}
+
+fn exact(sorted: &[f64], q: f64) -> f64 {
+    sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1]
+}
+
+#[test]
+fn the_bin_width_constant_matches_the_accuracy() {
+    assert!((WIDTH - ((1.0 + ALPHA) / (1.0 - ALPHA)).ln()).abs() < 1e-15);
+}
+
+#[test]
+fn quantiles_are_within_the_relative_accuracy() {
+    let mut s = Sketch::default();
+    let mut xs: Vec<f64> = (1..=10_000).map(|i| 20.0 + (i as f64).sqrt()).collect();
+    for &x in &xs {
+        s.add(x);
+    }
+    xs.sort_by(f64::total_cmp);
+    for q in [0.0, 0.5, 0.95, 0.99, 1.0] {
+        let (got, want) = (s.quantile(q).unwrap(), exact(&xs, q));
+        assert!((got - want).abs() <= ALPHA * want, "q={q}: {got} vs {want}");
+    }
+    assert_eq!(s.count(), 10_000);
+    assert_eq!(Sketch::default().quantile(0.5), None);
+}
+
+#[test]
+fn negative_zero_and_positive_values_are_ordered() {
+    let mut s = Sketch::default();
+    for x in [-5.0, -1.0, 0.0, 0.0, 1.0, 5.0, 20.0] {
+        s.add(x);
+    }
+    let q: Vec<f64> = [0.0, 0.2, 0.4, 0.6, 1.0]
+        .iter()
+        .map(|&q| s.quantile(q).unwrap())
+        .collect();
+    assert!((q[0] + 5.0).abs() < 0.1 && (q[1] + 1.0).abs() < 0.03);
+    assert_eq!(q[2], 0.0);
+    assert!((q[3] - 1.0).abs() < 0.03 && (q[4] - 20.0).abs() < 0.4, "{q:?}");
+}
+
+#[test]
+fn a_wide_range_collapses_the_smallest_magnitudes_and_keeps_the_top_exact_enough() {
+    let mut s = Sketch::default();
+    for i in 0..2_000 {
+        s.add(1e-6 * 1.01f64.powi(i)); // 1e-6 .. 4e2: far more than MAX_BINS bins
+    }
+    assert!(s.pos.bins.len() <= MAX_BINS);
+    assert_eq!(s.count(), 2_000);
+    let top = s.quantile(1.0).unwrap();
+    let want = 1e-6 * 1.01f64.powi(1_999);
+    assert!((top - want).abs() <= ALPHA * want, "{top} vs {want}");
+}
+
+/// The per-quantile walk `quantiles` replaced: the values must stay the same.
+fn before(s: &Sketch, q: f64) -> Option<f64> {
+    let n = s.count();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1;
+    let mut seen = 0u64;
+    for (k, &c) in s.neg.bins.iter().enumerate().rev() {
+        seen += c as u64;
+        if seen > rank {
+            return Some(-value(s.neg.offset + k as i32));
+        }
+    }
+    seen += s.zero as u64;
+    if seen > rank {
+        return Some(0.0);
+    }
+    for (k, &c) in s.pos.bins.iter().enumerate() {
+        seen += c as u64;
+        if seen > rank {
+            return Some(value(s.pos.offset + k as i32));
+        }
+    }
+    None
+}
+
+#[test]
+fn exp2_linear_is_the_one_with_floor_and_powi() {
+    let before = |y: f64| {
+        let e = y.floor();
+        (1.0 + (y - e)) * 2f64.powi(e as i32)
+    };
+    for i in -30_000..30_000 {
+        for y in [i as f64 * width(), i as f64 * 0.037, i as f64 / 16.0] {
+            assert_eq!(exp2_linear(y).to_bits(), before(y).to_bits(), "{y}");
+        }
+    }
+}
+
+#[test]
+fn quantiles_tell_the_zero_bin_from_every_other() {
+    // -0.98 falls in the negative bin of index -1.
+    for xs in [
+        &[-0.98, 0.0, 0.0, 5.0][..],
+        &[-1e-3, 0.0, 1e-3],
+        &[0.0, 0.98, 1.0],
+    ] {
+        let mut s = Sketch::default();
+        xs.iter().for_each(|&x| s.add(x));
+        let qs = [0.0, 0.3, 0.6, 1.0];
+        assert_eq!(s.quantiles(qs), qs.map(|q| before(&s, q)), "{xs:?}");
+    }
+}
+
+proptest! {
+    /// One walk for several quantiles gives what one walk per quantile gave.
+    #[test]
+    fn quantiles_in_one_walk_equal_one_walk_each(
+        xs in prop::collection::vec(prop_oneof![-1e4f64..1e4, -2f64..2.0, Just(0.0), 1e3f64..1e3 + 1.0], 0..300),
+    ) {
+        let mut s = Sketch::default();
+        xs.iter().for_each(|&x| s.add(x));
+        let qs = [0.0, 0.01, 0.25, 0.5, 0.5, 0.95, 0.99, 1.0];
+        let want = qs.map(|q| before(&s, q));
+        prop_assert_eq!(s.quantiles(qs), want);
+    }
+
+    /// Merging the sketches of two halves equals sketching the whole.
+    #[test]
+    fn merge_equals_the_sketch_of_the_union(
+        a in prop::collection::vec(-1e4f64..1e4, 1..300),
+        b in prop::collection::vec(-1e4f64..1e4, 1..300),
+    ) {
+        let (mut sa, mut sb, mut all) = (Sketch::default(), Sketch::default(), Sketch::default());
+        a.iter().for_each(|&x| { sa.add(x); all.add(x); });
+        b.iter().for_each(|&x| { sb.add(x); all.add(x); });
+        sa.merge(&sb);
+        for q in [0.01, 0.5, 0.95, 0.99] {
+            prop_assert_eq!(sa.quantile(q), all.quantile(q));
+        }
+    }
+}
