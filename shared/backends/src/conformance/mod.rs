@@ -29,7 +29,6 @@ pub mod store;
 
 use crate::connect::Backends;
 use iotstream_core::{Alert, AlertEvent, AlertEventKind, AlertState, DeviceId, LatestState, Severity, Ts};
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
