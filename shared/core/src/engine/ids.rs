@@ -5,7 +5,7 @@
 /// 8 to 16 bytes, which two (overlapping) 8-byte words cover. Every value looks its metric up,
 /// and every reading its device.
 #[inline]
-pub(super) fn same_key(a: &[u8], b: &[u8]) -> bool {
+fn same_key(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
