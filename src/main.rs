@@ -162,9 +162,11 @@ async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Port 0 asks the system for a free port: everything printed names the one it gave.
+    let listen = listener.local_addr().context("the listening address")?;
     let pipeline = app::Pipeline::start(cfg.clone()).await?;
     if args.simulate > 0 {
-        let url = format!("http://{}", args.listen);
+        let url = format!("http://{listen}");
         simulate::start(
             args.simulate,
             url,
@@ -178,13 +180,13 @@ async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
         );
     }
     if functions == app::Functions::ALL {
-        let demo = demo_token(&pipeline.state, &cfg, &args).await?;
-        print_banner(&args, &cfg, generated, demo.as_deref());
+        let demo = demo_token(&pipeline.state, &cfg, listen).await?;
+        print_banner(listen, &cfg, generated, demo.as_deref());
     } else {
         println!(
             "iotstream run {} at http://{} (/healthz, /readyz, /metrics)",
             functions.names(),
-            args.listen
+            listen
         );
     }
     let router = http::router_for(pipeline.state.clone(), functions);
@@ -201,7 +203,7 @@ async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
 async fn demo_token(
     state: &app::AppState,
     cfg: &app::Config,
-    args: &UpArgs,
+    listen: std::net::SocketAddr,
 ) -> anyhow::Result<Option<String>> {
     let registry = state.devices();
     let id = DeviceId::parse("demo-1").expect("valid id");
@@ -212,12 +214,12 @@ async fn demo_token(
         return Ok(None);
     }
     Ok(Some(
-        devices::token(&registry, &cfg.master_key, &id, "24h", &args.listen.to_string()).await?,
+        devices::token(&registry, &cfg.master_key, &id, "24h", &listen.to_string()).await?,
     ))
 }
 
-fn print_banner(args: &UpArgs, cfg: &app::Config, generated: bool, demo: Option<&str>) {
-    let url = format!("http://{}", args.listen);
+fn print_banner(listen: std::net::SocketAddr, cfg: &app::Config, generated: bool, demo: Option<&str>) {
+    let url = format!("http://{listen}");
     let token = String::from_utf8_lossy(cfg.admin_token.expose());
     let dd = cfg.data_dir.display();
     let saved = if generated {

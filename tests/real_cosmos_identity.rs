@@ -196,7 +196,7 @@ async fn a_wrong_identity_header_fails_the_start_naming_the_credential() {
     let log = dir.path().join("stderr");
     let started = std::time::Instant::now();
     let mut child = std::process::Command::new(bin())
-        .args(["up", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["up", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path())
         .env("IOTSTREAM_ADMIN_TOKEN", ADMIN)

@@ -108,14 +108,14 @@ async fn a_reading_over_the_threshold_reaches_the_webhook_signed_and_acks_follow
 }
 
 /// The banner's curl command works as printed: a first start provisions `demo-1` and prints a
-/// valid token for it, plus the admin token.
+/// valid token for it, plus the admin token; on `--listen 127.0.0.1:0` it names the port the
+/// system gave, not 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut child = std::process::Command::new(bin())
-        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["up", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("IOTSTREAM_ADMIN_TOKEN")
@@ -133,6 +133,16 @@ async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
             break;
         }
     }
+    let curl = banner
+        .split("curl -i ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect(&banner);
+    let url = curl.strip_suffix("/api/telemetry").expect(&banner);
+    assert!(
+        banner.starts_with(&format!("iotstream is up at {url} ")) && !url.ends_with(":0"),
+        "{banner}"
+    );
     let sas = banner
         .split("'Authorization: ")
         .nth(1)
@@ -152,7 +162,7 @@ async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
     );
     let client = reqwest::Client::new();
     let r = client
-        .post(format!("http://127.0.0.1:{port}/api/telemetry"))
+        .post(format!("{url}/api/telemetry"))
         .header("Authorization", sas)
         .header("Content-Type", "application/json")
         .body(r#"{"deviceId":"demo-1","metrics":{"temperature":85.5}}"#)
@@ -161,7 +171,7 @@ async fn the_start_banner_prints_a_working_curl_command_and_the_admin_token() {
         .unwrap();
     assert_eq!(r.status(), 202, "{banner}");
     let alerts = client
-        .get(format!("http://127.0.0.1:{port}/api/alerts"))
+        .get(format!("{url}/api/alerts"))
         .bearer_auth(admin)
         .send()
         .await

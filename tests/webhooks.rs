@@ -85,7 +85,7 @@ async fn max_attempts_from_the_environment_decides_when_a_delivery_is_dead() {
     );
 
     let out = std::process::Command::new(bin())
-        .args(["up", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["up", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path().join("other"))
         .env("IOTSTREAM_WEBHOOK_MAX_ATTEMPTS", "0")

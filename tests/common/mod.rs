@@ -53,6 +53,34 @@ pub fn cli_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, S
     )
 }
 
+/// The URL the child says it listens at (`iotstream is up at http://…`, `iotstream run … at
+/// http://…`), read from its stdout, which is drained afterwards so it never blocks. A server on
+/// `--listen 127.0.0.1:0` takes a port no other test can take between a pick and a bind.
+fn announced_url(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find(" at http://")
+                && let Some(tx) = tx.take()
+            {
+                let url = line[at + 4..].split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => url,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("iotstream did not say where it listens ({e}): {:?}", child.wait())
+        }
+    }
+}
+
 /// A running `iotstream up`.
 pub struct Server {
     pub child: Child,
@@ -95,30 +123,32 @@ impl Server {
         webhook: Option<&str>,
         env: &[(&str, &str)],
     ) -> Server {
-        let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.args(sub)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("IOTSTREAM_ADMIN_TOKEN", ADMIN)
             .env("IOTSTREAM_LOG", "warn")
             .env("IOTSTREAM_DEVICE_RATE_LIMIT", "0")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .envs(env.iter().copied());
         if let Some(url) = webhook {
             cmd.env("IOTSTREAM_WEBHOOK_URL", url)
                 .env("IOTSTREAM_WEBHOOK_SECRET", SECRET);
         }
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
+        let url = announced_url(&mut child);
         let server = Server {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             data_dir: data_dir.to_path_buf(),
+            // Generous: the Cosmos DB test server scans every document it holds for a query,
+            // which after a few runs against the same services took over 10 s once.
             client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
         };
