@@ -202,7 +202,8 @@ fn ensure_dir(data_dir: &Path) -> Result<(), PortError> {
 }
 
 /// Opens only the device registry: what `iotstream devices ...` needs, safe while `up` runs
-/// (the embedded registry is a SQLite database shared between processes).
+/// (the embedded registry is a SQLite database shared between processes). A one-shot command
+/// waits up to 15 s for a PostgreSQL connection, where a server's request waits 5 s.
 pub async fn connect_registry(
     data_dir: &Path,
     urls: &BackendUrls,
@@ -211,7 +212,11 @@ pub async fn connect_registry(
     match engine_for("database", urls.database.as_deref(), &[Embedded, Postgres])? {
         #[cfg(feature = "postgres")]
         Postgres => Ok(Arc::new(
-            crate::postgres::PgResults::connect(urls.database.as_deref().unwrap_or_default()).await?,
+            crate::postgres::PgResults::connect_waiting(
+                urls.database.as_deref().unwrap_or_default(),
+                std::time::Duration::from_secs(15),
+            )
+            .await?,
         )),
         _ => {
             ensure_dir(data_dir)?;

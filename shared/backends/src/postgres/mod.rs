@@ -42,7 +42,15 @@ pub struct PgResults {
 impl PgResults {
     /// Connects to `url` (`postgres://user:password@host:port/db?sslmode=require`) and applies
     /// pending migrations. The password is never logged (errors name only host and database).
+    /// A request that finds the database down or saturated fails within 5 s (a 503), not hangs.
     pub async fn connect(url: &str) -> PortResult<Self> {
+        Self::connect_waiting(url, Duration::from_secs(5)).await
+    }
+
+    /// [`PgResults::connect`] for a one-shot command (`iotstream devices ...`): it waits up to
+    /// `acquire` for a connection, as a person running it would rather wait out a busy database
+    /// (every backend forks a process, which takes seconds on a loaded machine) than retry.
+    pub async fn connect_waiting(url: &str, acquire: Duration) -> PortResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
                 PortError::config(format!(
@@ -54,8 +62,7 @@ impl PgResults {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
-            // Short: a request that finds the database down should fail fast (503), not hang.
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire)
             .idle_timeout(Some(Duration::from_secs(300)))
             .connect_lazy_with(options);
         let results = PgResults { pool };
