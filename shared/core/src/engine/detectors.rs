@@ -57,14 +57,20 @@ pub type Prev = Option<(i64, f64)>;
 impl DetectorStates {
     /// Runs every detector the plan enables on one in-order value; with `scoring`, returns the
     /// largest ratio of a detector's statistic to its threshold (the anomaly score is [`score`]
-    /// of it), else 0: those ratios cost three divisions per value, for scores only.
+    /// of it), else 0: those ratios cost three divisions per value, for scores only. `metric` is
+    /// the slot's field, read only on the rare paths that name it in an alert (read here, its box
+    /// would cost every value the slot's last cache line).
     #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::borrowed_box,
+        reason = "a pointer to the field, read only on the rare paths"
+    )]
     #[inline(always)]
     pub fn step(
         &mut self,
         plan: &DetectorPlan,
         detectors: &[Detector],
-        metric: &str,
+        metric: &Box<str>,
         prev: Prev,
         c: &Ctx<'_>,
         alerts: &mut Vec<AlertEvent>,
@@ -77,7 +83,7 @@ impl DetectorStates {
             _ => 0,
         };
         let moving = self.repeats < STUCK;
-        if let (Some(i), true) = (plan.spike, moving) {
+        if let (Some(i), true) = (plan.spike(), moving) {
             let d = &detectors[i as usize];
             let (signal, z) = self
                 .spike
@@ -94,7 +100,7 @@ impl DetectorStates {
                 self.mark(SPIKE, self.cold.spike_alert.is_active());
             }
         }
-        if let (Some(i), true) = (plan.level_shift, moving) {
+        if let (Some(i), true) = (plan.level_shift(), moving) {
             let d = &detectors[i as usize];
             let (signal, sum) = self
                 .shift
@@ -111,7 +117,7 @@ impl DetectorStates {
                 self.mark(SHIFT, self.cold.shift_alert.is_active());
             }
         }
-        if let Some(i) = plan.flatline {
+        if let Some(i) = plan.flatline() {
             let d = &detectors[i as usize];
             let held = self.flat.step(c.value, ts, d.tolerance, d.min_readings);
             if scoring {
@@ -127,7 +133,7 @@ impl DetectorStates {
                 self.flat_clear(d, metric, c, alerts);
             }
         }
-        if let Some(i) = plan.rate {
+        if let Some(i) = plan.rate() {
             let d = &detectors[i as usize];
             self.cold.rate.add(ts, c.value, d.span);
             // Needs half a span of readings, and time between them.
@@ -266,16 +272,6 @@ impl DetectorStates {
             );
             self.mark(RATE, self.cold.rate_alert.is_active());
         }
-    }
-
-    /// Reads one word of each hot cache line (see `EngineState::touch`).
-    #[inline]
-    pub fn touch(&self) -> u64 {
-        self.repeats as u64
-            ^ self.spike.base.mad.to_bits()
-            ^ self.shift.base.level.to_bits()
-            ^ self.shift.lo_sum.to_bits()
-            ^ self.flat.since as u64
     }
 
     fn mark(&mut self, bit: u8, on: bool) {

@@ -57,12 +57,6 @@ impl<const N: usize> Key<N> {
         }
         same_key(&self.bytes[..n], b)
     }
-
-    /// A word of the key (to pull its cache line in, see `EngineState::touch`).
-    #[inline]
-    pub fn touch(&self) -> u64 {
-        self.len as u64
-    }
 }
 
 /// The first 64 bits of a hex reading id (ids are 32 hex digits of a SHA-256); other ids are

@@ -39,9 +39,6 @@ pub use state::EngineState;
 /// already stores each reading once; this catches a bus redelivering recent records. Older
 /// re-sends are older than their metric's newest value, so they are late, not analysed twice.
 pub const DEDUP_WINDOW: usize = 16;
-/// Readings whose state is pulled into cache together (see `EngineState::touch`): enough to
-/// overlap many misses, few enough that what they touch stays in the L1/L2 cache.
-const PREFETCH: usize = 32;
 /// First byte of a checkpoint: the encoding's version.
 const SNAPSHOT_VERSION: u8 = 2;
 
@@ -183,13 +180,9 @@ impl Engine {
         let mut out = Output::default();
         // Windows close about once a minute per (device, metric): room for that, not regrowth.
         out.insights.reserve(readings.len() / 8);
-        let mut found = Vec::with_capacity(PREFETCH);
-        for chunk in readings.chunks(PREFETCH) {
-            self.state.touch(chunk, &mut found);
-            for (r, &i) in chunk.iter().zip(&found) {
-                self.state
-                    .apply(&self.rules, r, i, partition, now.millis(), &mut out, self.scoring);
-            }
+        for r in readings {
+            self.state
+                .apply(&self.rules, r, partition, now.millis(), &mut out, self.scoring);
         }
         out
     }
@@ -212,16 +205,26 @@ impl Engine {
     }
 }
 
+/// A checkpoint: the version byte, the state, then what the next tick owes (`EngineState::owed`:
+/// partial windows and latest state not emitted yet). The last part is a trailer: a reader from
+/// before it ignores it, and a checkpoint from before it decodes as "everything".
 fn encode(state: &EngineState) -> Vec<u8> {
-    let mut bytes = vec![SNAPSHOT_VERSION];
-    bytes.extend(postcard::to_stdvec(state).expect("engine state encodes"));
-    bytes
+    // Appended in place: a checkpoint of 10,000 devices is tens of MB, not worth a second copy.
+    let bytes = postcard::to_extend(state, vec![SNAPSHOT_VERSION]).expect("engine state encodes");
+    postcard::to_extend(&state.owed(), bytes).expect("flags encode")
 }
 
 fn decode(snapshot: &[u8]) -> Result<EngineState, String> {
+    let invalid = |e: postcard::Error| format!("invalid analyze checkpoint: {e}");
     match snapshot.split_first() {
         Some((&SNAPSHOT_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| format!("invalid analyze checkpoint: {e}"))
+            let (mut state, trailer) = postcard::take_from_bytes::<EngineState>(rest).map_err(invalid)?;
+            let owed = match trailer {
+                [] => None,
+                t => Some(postcard::from_bytes(t).map_err(invalid)?),
+            };
+            state.set_owed(owed)?;
+            Ok(state)
         }
         Some((v, _)) => Err(format!(
             "analyze checkpoint version {v} is not supported (this build reads {SNAPSHOT_VERSION}); \

@@ -180,8 +180,79 @@ impl Store {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sketch {
     pos: Store,
-    neg: Store,
+    neg: Negatives,
     zero: u32,
+}
+
+/// The negative values' store, allocated with the first negative value: most metrics never have
+/// one, and inline it was 64 bytes of every pane between the bins a value touches and the rest of
+/// its state. It encodes exactly as the store it stands for (one never used as an empty store),
+/// so checkpoints are the same bytes as when it was inline.
+#[derive(Debug, Clone, Default)]
+struct Negatives(Option<Box<Store>>);
+
+impl Negatives {
+    fn store(&self) -> Option<&Store> {
+        self.0.as_deref()
+    }
+
+    /// Out of line: the per-value path of a metric that is never negative stays small.
+    #[inline(never)]
+    fn add(&mut self, i: i32) {
+        self.0.get_or_insert_default().add(i, 1);
+    }
+
+    fn copy_from(&mut self, o: &Negatives) {
+        match (&mut self.0, o.store()) {
+            (Some(s), Some(o)) => s.copy_from(o),
+            (Some(s), None) => s.copy_from(&Store::default()),
+            (None, Some(o)) => self.0 = Some(Box::new(o.clone())),
+            (None, None) => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(s) = &mut self.0 {
+            s.bins.clear();
+        }
+    }
+
+    fn merge(&mut self, o: &Negatives) {
+        if let Some(o) = o.store().filter(|o| !o.bins.is_empty()) {
+            self.0.get_or_insert_default().merge(o);
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.store().map_or(0, Store::total)
+    }
+}
+
+impl PartialEq for Negatives {
+    /// As the stores they stand for: never used equals empty.
+    fn eq(&self, o: &Negatives) -> bool {
+        match (self.store(), o.store()) {
+            (Some(a), Some(b)) => a == b,
+            (Some(s), None) | (None, Some(s)) => *s == Store::default(),
+            (None, None) => true,
+        }
+    }
+}
+
+impl Serialize for Negatives {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self.store() {
+            Some(s) => s.serialize(ser),
+            None => Store::default().serialize(ser),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Negatives {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let s = Store::deserialize(de)?;
+        Ok(Negatives((s != Store::default()).then(|| Box::new(s))))
+    }
 }
 
 impl Sketch {
@@ -190,7 +261,7 @@ impl Sketch {
         if x > MIN_MAGNITUDE {
             self.pos.add(index(x), 1);
         } else if x < -MIN_MAGNITUDE {
-            self.neg.add(index(-x), 1);
+            self.neg.add(index(-x));
         } else {
             self.zero += 1;
         }
@@ -203,16 +274,10 @@ impl Sketch {
         self.zero = o.zero;
     }
 
-    /// Reads the positive bins' first word (see `EngineState::touch`).
-    #[inline]
-    pub fn touch(&self) -> u64 {
-        self.pos.offset as u64 ^ self.pos.bins.first().copied().unwrap_or(0) as u64
-    }
-
     /// Empties the sketch, keeping its memory.
     pub fn clear(&mut self) {
         self.pos.bins.clear();
-        self.neg.bins.clear();
+        self.neg.clear();
         self.zero = 0;
     }
 
@@ -246,9 +311,10 @@ impl Sketch {
         let mut bins = [0i64; N];
         let (mut next, mut seen) = (0, 0u64);
         // Negative values, most negative first (highest magnitude index first).
-        for (k, &c) in self.neg.bins.iter().enumerate().rev() {
+        let neg = self.neg.store().map_or((0, &[][..]), |s| (s.offset, &s.bins[..]));
+        for (k, &c) in neg.1.iter().enumerate().rev() {
             seen += c as u64;
-            let bin = (self.neg.offset as i64 + k as i64) * 2 + 1;
+            let bin = (neg.0 as i64 + k as i64) * 2 + 1;
             if fill(&mut bins, &mut next, &ranks, seen, bin) {
                 break;
             }

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 
+/// Per device: changed since the last tick, and per metric, a value since its last partial window.
+pub(super) type Owed = Vec<(bool, Vec<bool>)>;
+
 /// Everything the engine remembers. Devices live in a vector (stable order: first seen first),
 /// found through an index rebuilt on restore.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -223,6 +226,9 @@ impl Device {
             return;
         }
         for s in &mut self.slots {
+            if !std::mem::take(&mut s.dirty) {
+                continue;
+            }
             s.windows.emit_partial(
                 &rules.settings,
                 &mut Sink {
@@ -300,6 +306,47 @@ impl EngineState {
         }
     }
 
+    /// Per device, whether it changed since the last tick, and per metric whether a value
+    /// arrived since its last partial window: what the next tick owes (partial windows, latest
+    /// state). A checkpoint keeps this, so the instance that resumes from it emits them at its
+    /// first tick, as the one that wrote it would have at its next.
+    pub(super) fn owed(&self) -> Owed {
+        self.devices
+            .iter()
+            .map(|d| (d.changed, d.slots.iter().map(|s| s.dirty).collect()))
+            .collect()
+    }
+
+    /// Restores [`EngineState::owed`]; `None` (a checkpoint written before it was kept) marks
+    /// everything: emitting a window twice is harmless (the sinks keep the fuller one), never
+    /// emitting it is not.
+    pub(super) fn set_owed(&mut self, owed: Option<Owed>) -> Result<(), String> {
+        let Some(owed) = owed else {
+            for d in &mut self.devices {
+                d.changed = true;
+                d.slots.iter_mut().for_each(|s| s.dirty = true);
+            }
+            return Ok(());
+        };
+        let fits = owed.len() == self.devices.len()
+            && owed
+                .iter()
+                .zip(&self.devices)
+                .all(|(o, d)| o.1.len() == d.slots.len());
+        if !fits {
+            return Err(
+                "invalid analyze checkpoint: what the next tick owes does not match the devices".into(),
+            );
+        }
+        for (d, (changed, dirty)) in self.devices.iter_mut().zip(owed) {
+            d.changed = changed;
+            for (s, dirty) in d.slots.iter_mut().zip(dirty) {
+                s.dirty = dirty;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn restart_silence_clocks(&mut self, now: i64) {
         for d in &mut self.devices {
             if d.last_arrival != i64::MIN {
@@ -322,25 +369,17 @@ impl EngineState {
         }
     }
 
-    /// Analyses one reading; `found` is its device's index from [`EngineState::touch`] (or
-    /// `u32::MAX`, looked up again: an earlier reading of the chunk may have added it).
-    #[allow(clippy::too_many_arguments)]
+    /// Analyses one reading.
     pub(super) fn apply(
         &mut self,
         rules: &Rules,
         r: &Reading,
-        found: u32,
         partition: u32,
         now: i64,
         out: &mut Output,
         scoring: bool,
     ) {
-        let known = if found == u32::MAX {
-            self.find(&r.device_id)
-        } else {
-            Some(found as usize)
-        };
-        let i = match known {
+        let i = match self.find(&r.device_id) {
             Some(i) => i,
             None => {
                 let mut d = Device::new(r.device_id.clone());
@@ -396,31 +435,6 @@ impl EngineState {
         d.pending.insert(at, r.clone());
         d.newest = d.newest.max(ts);
         d.release(rules, false, out, scoring, scratch);
-    }
-
-    /// Software prefetch in safe Rust: reads one word of each cache line the readings will
-    /// touch. The reads of different readings do not depend on each other, so the CPU overlaps
-    /// their cache misses, where processing one reading after another would wait for each in
-    /// turn. Then `apply` finds everything in cache. (State for 10,000s of devices is far
-    /// larger than the CPU's caches, and readings come in no useful order.)
-    /// Returns each reading's device index (`u32::MAX`: a new device), for `apply`.
-    pub(super) fn touch(&self, readings: &[Reading], found: &mut Vec<u32>) {
-        let mut acc = 0u64;
-        found.clear();
-        for r in readings {
-            match self.find(&r.device_id) {
-                Some(i) => {
-                    let d = &self.devices[i];
-                    acc ^= d.newest as u64 ^ d.recent[DEDUP_WINDOW - 1] ^ d.last_arrival as u64;
-                    for s in &d.slots {
-                        acc ^= s.touch();
-                    }
-                    found.push(i as u32);
-                }
-                None => found.push(u32::MAX),
-            }
-        }
-        std::hint::black_box(acc);
     }
 
     /// Processing-time work: silence, flushing reorder buffers of idle devices, and partial

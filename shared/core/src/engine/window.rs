@@ -96,23 +96,32 @@ impl Pane {
 
 /// The panes of one (device, metric) and how far its windows have been emitted. The pane being
 /// filled lives inline (no pointer to chase for every value); closed ones wait in `closed`
-/// while an open window still needs them.
+/// while an open window still needs them, out of line with the rest of what only a pane's
+/// close reads (a boxed struct encodes as its fields in place: checkpoints are the same bytes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct Windows {
     current: Pane,
+    closed: Box<Closed>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Closed {
     /// Every window ending at or before this has been emitted final.
-    closed_through: i64,
-    /// A value arrived since the last partial emission.
-    #[serde(skip)]
-    pub dirty: bool,
-    closed: VecDeque<Pane>,
+    through: i64,
+    panes: VecDeque<Pane>,
 }
 
 /// Where emitted aggregates go, with the names they carry.
 pub struct Sink<'a> {
     pub device: &'a DeviceId,
-    pub metric: &'a str,
+    /// The slot's field itself, not the name: reading the name (the box's pointer and length)
+    /// would touch the slot's last cache line on every value, and only emitting a window needs it.
+    #[allow(
+        clippy::borrowed_box,
+        reason = "a pointer to the field, read only when emitting"
+    )]
+    pub metric: &'a Box<str>,
     pub out: &'a mut Vec<crate::model::Insight>,
     /// Where windows are merged (memory reused across emissions).
     pub scratch: &'a mut Pane,
@@ -128,45 +137,37 @@ impl Windows {
         if self.current.count > 0 && ts >= current && (ts.wrapping_sub(current) as u64) < pane_ms as u64 {
             // The current pane's (most values): no 64-bit division to find the pane.
             self.current.add(x);
-            self.dirty = true;
             return;
         }
         let start = ts.div_euclid(pane_ms) * pane_ms;
         if self.current.count == 0 {
             // The very first value.
-            self.closed_through = start;
+            self.closed.through = start;
             self.current.reset(start);
         } else if start > self.current.start {
             self.close_until(start, settings, sink);
             let done = std::mem::replace(&mut self.current, Pane::new(start));
-            self.closed.push_back(done);
+            self.closed.panes.push_back(done);
             let max = settings.max_window_ms();
-            while self.closed.front().is_some_and(|p| p.start + max <= start) {
-                self.closed.pop_front();
+            while self.closed.panes.front().is_some_and(|p| p.start + max <= start) {
+                self.closed.panes.pop_front();
             }
         }
         // In order, so the value's pane is the current one (equal ts stay in it).
         self.current.add(x);
-        self.dirty = true;
-    }
-
-    /// Reads one word of each cache line a value will write (see `EngineState::touch`).
-    #[inline]
-    pub fn touch(&self) -> u64 {
-        self.current.count ^ self.current.m2.to_bits() ^ self.current.sketch.touch()
     }
 
     fn panes(&self) -> impl Iterator<Item = &Pane> {
-        self.closed.iter().chain(std::iter::once(&self.current))
+        self.closed.panes.iter().chain(std::iter::once(&self.current))
     }
 
-    /// Emits, final, every window ending in `(closed_through, until]` that holds data.
+    /// Emits, final, every window ending in `(closed.through, until]` that holds data.
     fn close_until(&mut self, until: i64, settings: &Settings, sink: &mut Sink<'_>) {
         let last = self.current.start;
         let pane_ms = settings.pane_ms();
         for w in settings.windows() {
             // Ends past `last + pane + size` hold no data; stop there even after a long gap.
-            let first = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
+            let first = (self.closed.through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             let stop = until.min(last + pane_ms + w.size_ms);
             let mut end = first;
             while end <= stop {
@@ -174,7 +175,7 @@ impl Windows {
                 end += w.hop_ms;
             }
         }
-        self.closed_through = until;
+        self.closed.through = until;
     }
 
     /// Emits the window `[end - size, end)` if it holds data.
@@ -200,7 +201,7 @@ impl Windows {
         let within = |q: f64| q.clamp(m.min, m.max);
         sink.out.push(crate::model::Insight::Aggregate(Aggregate {
             device_id: sink.device.clone(),
-            metric: sink.metric.to_owned(),
+            metric: sink.metric.to_string(),
             window_start: Ts(from),
             window_ms: w.size_ms,
             hop_ms: w.hop_ms,
@@ -216,10 +217,10 @@ impl Windows {
         }));
     }
 
-    /// Emits, as partial, the open tumbling window that holds the newest data (when anything
-    /// arrived since the last call).
-    pub fn emit_partial(&mut self, settings: &Settings, sink: &mut Sink<'_>) {
-        if !std::mem::take(&mut self.dirty) || self.current.count == 0 {
+    /// Emits, as partial, the open tumbling window that holds the newest data (the caller knows
+    /// whether anything arrived since the last call: `Slot::dirty`).
+    pub fn emit_partial(&self, settings: &Settings, sink: &mut Sink<'_>) {
+        if self.current.count == 0 {
             return;
         }
         let last = self.current.start;
@@ -237,7 +238,7 @@ impl Windows {
         }
         let last = self.current.start;
         for w in settings.windows() {
-            let mut end = (self.closed_through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
+            let mut end = (self.closed.through.div_euclid(w.hop_ms) + 1) * w.hop_ms;
             // Windows [end - size, end) holding the newest pane end by `last + size`.
             while end <= last + w.size_ms {
                 self.emit(end, w, true, sink);

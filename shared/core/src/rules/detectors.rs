@@ -270,15 +270,46 @@ pub(super) fn parse_detector(w: DetectorWire) -> Result<Detector, Vec<FieldError
 }
 
 /// Which entry of each kind applies to one (device, metric): indexes into `Rules::detectors`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct DetectorPlan {
-    pub spike: Option<u16>,
-    pub level_shift: Option<u16>,
-    pub rate: Option<u16>,
-    pub flatline: Option<u16>,
+/// Eight bytes (`u16::MAX` for none; an `Option<u16>` takes four): every value reads it, from
+/// the first cache line of its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DetectorPlan([u16; 4]);
+
+/// Position of each kind in [`DetectorPlan`].
+const SPIKE: usize = 0;
+const LEVEL_SHIFT: usize = 1;
+const RATE: usize = 2;
+const FLATLINE: usize = 3;
+const NONE: u16 = u16::MAX;
+
+impl Default for DetectorPlan {
+    fn default() -> Self {
+        DetectorPlan([NONE; 4])
+    }
 }
 
 impl DetectorPlan {
+    fn get(&self, kind: usize) -> Option<u16> {
+        let i = self.0[kind];
+        (i != NONE).then_some(i)
+    }
+
+    pub fn spike(&self) -> Option<u16> {
+        self.get(SPIKE)
+    }
+
+    pub fn level_shift(&self) -> Option<u16> {
+        self.get(LEVEL_SHIFT)
+    }
+
+    pub fn rate(&self) -> Option<u16> {
+        self.get(RATE)
+    }
+
+    pub fn flatline(&self) -> Option<u16> {
+        self.get(FLATLINE)
+    }
+
     /// The plan for one (device, metric): for each kind, the last enabled-or-not entry matching
     /// both globs wins, and a disabled winner means off.
     pub fn resolve(detectors: &[Detector], device: &str, metric: &str) -> DetectorPlan {
@@ -289,14 +320,18 @@ impl DetectorPlan {
             {
                 continue;
             }
-            let slot = match d.kind {
-                DetectorKind::Spike => &mut plan.spike,
-                DetectorKind::LevelShift => &mut plan.level_shift,
-                DetectorKind::Rate => &mut plan.rate,
-                DetectorKind::Flatline => &mut plan.flatline,
+            let kind = match d.kind {
+                DetectorKind::Spike => SPIKE,
+                DetectorKind::LevelShift => LEVEL_SHIFT,
+                DetectorKind::Rate => RATE,
+                DetectorKind::Flatline => FLATLINE,
                 DetectorKind::Silence => continue,
             };
-            *slot = d.enabled.then_some(i as u16);
+            // An entry past index 65,534 cannot be named here (no rules file holds that many).
+            plan.0[kind] = match u16::try_from(i) {
+                Ok(i) if d.enabled && i != NONE => i,
+                _ => NONE,
+            };
         }
         plan
     }

@@ -240,13 +240,13 @@ fn detectors_are_configured_per_metric_and_device_and_can_be_turned_off() {
     )
     .unwrap();
     let plan = |d: &str, m: &str| crate::rules::DetectorPlan::resolve(&rules.detectors, d, m);
-    assert_eq!(plan("x", "door").spike, None);
-    let lab = plan("lab-1", "door").spike.unwrap();
+    assert_eq!(plan("x", "door").spike(), None);
+    let lab = plan("lab-1", "door").spike().unwrap();
     assert_eq!(
         rules.detectors[lab as usize].threshold, 3.0,
         "the later, narrower entry wins"
     );
-    assert!(plan("x", "temp").spike.is_some() && plan("x", "temp").flatline.is_some());
+    assert!(plan("x", "temp").spike().is_some() && plan("x", "temp").flatline().is_some());
     let off = Rules::from_toml("[settings]\nbuiltin_detectors=false\n").unwrap();
     assert!(off.detectors.is_empty());
 }

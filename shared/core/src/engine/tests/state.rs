@@ -38,6 +38,49 @@ fn a_restored_engine_continues_exactly() {
     assert!(err.contains("version"), "{err}");
 }
 
+/// What the next tick owes (partial windows and latest state of devices that changed since the
+/// last one) survives a checkpoint: a device that went quiet just before its partition moved
+/// still gets its last window published by the new owner.
+#[test]
+fn a_checkpoint_keeps_what_the_next_tick_owes() {
+    let input = sample_input();
+    let mut first = engine();
+    run(&mut first, &input[..201]);
+    let owed = first.snapshot();
+    let mut restored = Engine::restore(Rules::from_toml(RULES).unwrap(), &owed).unwrap();
+    let mut moved = engine();
+    moved.absorb_at(&first.snapshot_where(&|_| true), NOW).unwrap();
+    let due = first.tick(NOW);
+    assert!(
+        !aggregates(&due).is_empty() && due.insights.iter().any(|i| matches!(i, Insight::Latest(_))),
+        "the tick owed partial windows and latest state: {due:?}"
+    );
+    assert_eq!(restored.tick(NOW), due);
+    assert_eq!(moved.tick(NOW), due);
+    // Once emitted, nothing is owed, before or after a checkpoint.
+    let mut settled = Engine::restore(Rules::from_toml(RULES).unwrap(), &first.snapshot()).unwrap();
+    assert!(first.tick(NOW).insights.is_empty());
+    assert!(settled.tick(NOW).insights.is_empty());
+
+    // A checkpoint written before the flags were kept (no trailer) owes every device's.
+    let trailer = postcard::to_stdvec(&vec![(true, vec![true; 2]); first.devices()])
+        .unwrap()
+        .len();
+    let older = &owed[..owed.len() - trailer];
+    let mut old = Engine::restore(Rules::from_toml(RULES).unwrap(), older).unwrap();
+    assert_eq!(old.tick(NOW), due);
+    // A trailer that does not match the devices is refused, not guessed at.
+    let mut bad = older.to_vec();
+    bad.extend(postcard::to_stdvec(&vec![(true, vec![true; 2]); first.devices() + 1]).unwrap());
+    let err = Engine::restore(Rules::from_toml(RULES).unwrap(), &bad)
+        .err()
+        .unwrap();
+    assert!(err.contains("next tick owes"), "{err}");
+    let mut garbage = older.to_vec();
+    garbage.push(0xff);
+    assert!(Engine::restore(Rules::from_toml(RULES).unwrap(), &garbage).is_err());
+}
+
 #[test]
 fn partitions_of_the_state_move_between_instances_unchanged() {
     let input = sample_input();
