@@ -20,7 +20,8 @@ pub struct Deps<'a> {
     pub cache: &'a dyn Cache,
 }
 
-/// A batch from `insights`, coalesced: the last emission of each window and one merged latest
+/// A batch from `insights`, coalesced: the fullest emission of each window (the later of equals,
+/// [`Aggregate::supersedes`]) and one merged latest
 /// state per device; forecasts and late readings as they came (the store keeps one per key).
 #[derive(Debug, Default)]
 pub struct Insights {
@@ -47,7 +48,8 @@ impl Insights {
                         a.window_start.millis(),
                     );
                     match aggs.get(&key) {
-                        Some(&i) => out.aggregates[i] = a,
+                        Some(&i) if a.supersedes(&out.aggregates[i]) => out.aggregates[i] = a,
+                        Some(_) => {}
                         None => {
                             aggs.insert(key, out.aggregates.len());
                             out.aggregates.push(a);
@@ -216,5 +218,35 @@ mod tests {
             results.late_readings(None, all.0, all.1, 10).await.unwrap(),
             vec![l]
         );
+    }
+
+    /// Two instances owned a partition at once for a moment (a rebalance): the new owner's
+    /// final window and the old owner's partial one, with fewer readings, reach process in one
+    /// batch, in either order. The final one is kept; keeping the later one would lose its
+    /// readings for good (a final window is emitted once).
+    #[test]
+    fn a_stale_partial_window_never_replaces_a_fuller_one_in_a_batch() {
+        let d = DeviceId::parse("pump-1").unwrap();
+        let window = |count: u64, partial: bool| Aggregate {
+            partial,
+            ..iotstream_backends::conformance::results::agg(
+                &d,
+                "temperature",
+                60_000,
+                count,
+                1.0,
+                9.0,
+                count as f64,
+            )
+        };
+        let (fuller, stale) = (window(60, false), window(54, true));
+        for batch in [[&fuller, &stale], [&stale, &fuller]] {
+            let records: Vec<Delivered> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, a)| record(i as u64, &Insight::Aggregate((*a).clone())))
+                .collect();
+            assert_eq!(Insights::decode(&records).aggregates, vec![fuller.clone()]);
+        }
     }
 }

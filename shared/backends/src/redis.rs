@@ -60,12 +60,18 @@ end
 return #KEYS
 ";
 
+// Per window (KEYS: a sorted set per device, metric and window size; ARGV per window: start,
+// count, body): the body replaces the cached emission of that window unless it has fewer
+// readings (`Aggregate::supersedes`); the newest windows are kept.
 const PUT_AGGREGATES: &str = r"
 local ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
 for k = 1, #KEYS do
-  local score, body = ARGV[1 + 2 * k], ARGV[2 + 2 * k]
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], score, score)
-  redis.call('ZADD', KEYS[k], score, body)
+  local score, count, body = ARGV[3 * k], tonumber(ARGV[1 + 3 * k]), ARGV[2 + 3 * k]
+  local cached = redis.call('ZRANGEBYSCORE', KEYS[k], score, score)
+  if #cached == 0 or count >= cjson.decode(cached[1]).count then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], score, score)
+    redis.call('ZADD', KEYS[k], score, body)
+  end
   redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -keep - 1)
   if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
 end
@@ -375,7 +381,7 @@ impl Cache for RedisCache {
                     .map_err(|e| PortError::invalid(format!("cannot encode aggregate: {e}")))?;
                 let size = a.window_ms.to_string();
                 inv.key(self.key(&["agg", a.device_id.as_str(), &a.metric, &size]));
-                inv.arg(a.window_start.millis()).arg(body);
+                inv.arg(a.window_start.millis()).arg(a.count).arg(body);
             }
             self.call::<i64>(inv).await?;
         }

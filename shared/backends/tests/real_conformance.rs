@@ -63,6 +63,19 @@ mod postgres {
             .unwrap_err();
         assert!(err.is_retryable(), "{err}");
         assert!(!err.message.contains("secret"), "the password leaked: {err}");
+        // A one-shot command waits as long as it was told to, then fails the same way.
+        let url = format!("postgres://u:secret@127.0.0.1:{port}/x");
+        let started = std::time::Instant::now();
+        let err = PgResults::connect_waiting(&url, std::time::Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert!(err.message.contains("postgres unavailable"), "{err}");
+        assert!(!err.message.contains("secret"), "the password leaked: {err}");
+        assert!(
+            waited >= std::time::Duration::from_millis(1_500) && waited < std::time::Duration::from_secs(10),
+            "waited {waited:?} for a database that is down, told 2 s"
+        );
     }
 
     #[tokio::test]
@@ -169,7 +182,16 @@ mod redis_cache {
         assert_eq!(
             got,
             vec![agg(0, 1), agg(60_000, 2)],
-            "one per window, the last emission, oldest first"
+            "one per window, the fullest emission, oldest first"
+        );
+        // A stale emission (fewer readings, e.g. from an instance a partition was taken from)
+        // never replaces a fuller one, in a later call or later in the same call.
+        cache.put_aggregates(&[agg(60_000, 1)]).await.unwrap();
+        cache.put_aggregates(&[agg(0, 5), agg(0, 3)]).await.unwrap();
+        assert_eq!(
+            cache.recent_aggregates(&d, "t", 60_000).await.unwrap(),
+            vec![agg(0, 5), agg(60_000, 2)],
+            "the emissions with the most readings stay"
         );
 
         let a = conformance::alert(&unique("redis-alert"), &d, 1_000, 90.0);

@@ -170,7 +170,8 @@ impl AlertEvent {
 
 /// A per-device, per-metric window aggregate, keyed by (device, metric, window size, window
 /// start). Emitted final when the device's clock passes the window's end, and (tumbling windows)
-/// as `partial` while it fills, at most once a second: sinks upsert by key, so the final one wins.
+/// as `partial` while it fills, at most once a second: sinks upsert by key and keep the emission
+/// with the most readings ([`Aggregate::supersedes`]), so the final one wins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Aggregate {
@@ -201,6 +202,15 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// Whether this emission of a window replaces `stored`, an emission of the same window
+    /// received earlier: a window only gains readings (they are analysed in event-time order,
+    /// each once), so one with fewer readings is stale whatever order it arrives in (e.g. a
+    /// partial emission published by an instance a partition was just taken from, after its new
+    /// owner's final one). Every sink applies this rule, within a batch too.
+    pub fn supersedes(&self, stored: &Aggregate) -> bool {
+        self.count >= stored.count
+    }
+
     pub fn mean(&self) -> f64 {
         if self.count == 0 {
             0.0

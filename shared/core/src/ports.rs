@@ -189,8 +189,9 @@ pub enum AckOutcome {
 #[async_trait]
 pub trait ResultsStore: Send + Sync {
     /// Upserts by (device, metric, window size, window start): a later emission of a window
-    /// replaces it unless it holds fewer readings (a window only grows, so that one is stale:
-    /// e.g. from an instance handing its partition over).
+    /// replaces it unless it holds fewer readings ([`Aggregate::supersedes`]), within one call
+    /// too (a window only grows, so that one is stale: e.g. from an instance handing its
+    /// partition over).
     async fn upsert_aggregates(&self, aggregates: &[Aggregate]) -> PortResult<()>;
     /// Keeps, per device, the newest state (by `last_seen`), merging metrics.
     async fn upsert_latest(&self, states: &[LatestState]) -> PortResult<()>;
@@ -335,7 +336,8 @@ pub trait CheckpointStore: Send + Sync {
 pub trait Cache: Send + Sync {
     async fn set_latest(&self, states: &[LatestState]) -> PortResult<()>;
     async fn get_latest(&self, device: &DeviceId) -> PortResult<Option<LatestState>>;
-    /// Keeps recent window aggregates hot (a later emission of a window replaces it). Optional:
+    /// Keeps recent window aggregates hot (an emission of a window replaces the cached one as in
+    /// [`ResultsStore::upsert_aggregates`]). Optional:
     /// the in-process cache does not, the results store serves series.
     async fn put_aggregates(&self, _aggregates: &[Aggregate]) -> PortResult<()> {
         Ok(())

@@ -135,6 +135,26 @@ pub async fn series_rebuckets_upserted_aggregates(results: &dyn ResultsStore) {
         [point(T, 2, 1.0, 3.0, 2.0)],
         "the stored window with more readings stays"
     );
+    // The same within one batch: a new owner's final window, then a partial one the previous
+    // owner published late. The fuller one is stored, in whichever order they come.
+    for batch in [
+        [
+            agg(&d, m, T + 360_000, 60, 1.0, 9.0, 300.0),
+            agg(&d, m, T + 360_000, 54, 1.0, 9.0, 270.0),
+        ],
+        [
+            agg(&d, m, T + 420_000, 54, 1.0, 9.0, 270.0),
+            agg(&d, m, T + 420_000, 60, 1.0, 9.0, 300.0),
+        ],
+    ] {
+        results.upsert_aggregates(&batch).await.expect("upsert");
+        let ws = batch[0].window_start.millis();
+        assert_eq!(
+            series(ws, ws + 60_000, 60_000).await.expect("series"),
+            [point(ws, 60, 1.0, 9.0, 5.0)],
+            "the emission with the most readings wins within a batch"
+        );
+    }
 }
 
 /// Tumbling and hopping windows with the same start are different rows; a series counts each

@@ -71,18 +71,19 @@ impl ResultsStore for PgResults {
         if aggregates.is_empty() {
             return Ok(());
         }
-        // A later emission of a window replaces an earlier one, within the batch too.
+        // One row per window (PostgreSQL updates a row once per statement): within the batch,
+        // the emission that supersedes the others, as the statement does with the stored one.
         let mut last: HashMap<(&str, &str, i64, i64), &Aggregate> = HashMap::with_capacity(aggregates.len());
         for a in aggregates {
-            last.insert(
-                (
-                    a.device_id.as_str(),
-                    a.metric.as_str(),
-                    a.window_ms,
-                    a.window_start.millis(),
-                ),
-                a,
+            let key = (
+                a.device_id.as_str(),
+                a.metric.as_str(),
+                a.window_ms,
+                a.window_start.millis(),
             );
+            if last.get(&key).is_none_or(|earlier| a.supersedes(earlier)) {
+                last.insert(key, a);
+            }
         }
         let rows: Vec<&Aggregate> = last.into_values().collect();
         let col = |f: fn(&Aggregate) -> f64| -> Vec<f64> { rows.iter().map(|a| f(a)).collect() };
