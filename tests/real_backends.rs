@@ -75,11 +75,7 @@ async fn readings_flow_through_kafka_into_postgres_redis_and_the_webhook() {
     .await;
     assert_eq!(latest.parse::<i64>().unwrap(), now - 1000);
     let counted = eventually(30, "aggregates in PostgreSQL", || {
-        let n: i64 = env.sql(&format!(
-            "SELECT COALESCE(SUM(count), 0) FROM window_aggregates WHERE device_id = '{pump}' AND metric = 'temperature' AND window_ms = 60000"
-        ))[0]
-            .parse()
-            .unwrap();
+        let n = env.counted(&pump);
         (n == 20).then_some(n)
     })
     .await;

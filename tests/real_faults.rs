@@ -393,11 +393,7 @@ async fn a_broker_restart_mid_stream_keeps_every_acknowledged_reading() {
             BROKER_TOTAL,
             "{d}: every acknowledged reading is stored"
         );
-        let counted: i64 = env.sql(&format!(
-            "SELECT COALESCE(SUM(count), 0) FROM window_aggregates WHERE device_id = '{d}' AND metric = 'temperature' AND window_ms = 60000"
-        ))[0]
-            .parse()
-            .unwrap();
+        let counted = env.counted(d);
         assert!(
             counted <= BROKER_TOTAL as i64,
             "{d}: {counted} analysed for {BROKER_TOTAL}: analysed twice"

@@ -79,7 +79,11 @@ impl RealEnv {
             ("IOTSTREAM_KAFKA_TOPIC_PREFIX".to_owned(), format!("{tag}.")),
             ("IOTSTREAM_KAFKA_GROUP_PREFIX".to_owned(), format!("{tag}.")),
             ("IOTSTREAM_REDIS_PREFIX".to_owned(), format!("{tag}:")),
-            ("IOTSTREAM_LOG".to_owned(), "warn,iotstream=info".to_owned()),
+            (
+                "IOTSTREAM_LOG".to_owned(),
+                // More detail when chasing a failure (e.g. `warn,iotstream=debug`).
+                std::env::var("IOTSTREAM_TEST_LOG").unwrap_or_else(|_| "warn,iotstream=info".to_owned()),
+            ),
         ];
         if cfg!(feature = "cosmos") {
             vars.push((
@@ -142,6 +146,15 @@ impl RealEnv {
             .collect()
     }
 
+    /// Readings counted in `device`'s 1-minute temperature windows (each analysed reading once).
+    pub fn counted(&self, device: &str) -> i64 {
+        self.sql(&format!(
+            "SELECT COALESCE(SUM(count), 0) FROM window_aggregates WHERE device_id = '{device}' AND metric = 'temperature' AND window_ms = 60000"
+        ))[0]
+            .parse()
+            .unwrap()
+    }
+
     /// One Redis command's output lines (redis-cli), for assertions.
     pub fn redis(&self, args: &[&str]) -> Vec<String> {
         redis_at(self.var("IOTSTREAM_CACHE_URL"), args)
@@ -159,7 +172,13 @@ pub async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value
         .unwrap_or(0)
 }
 
-pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_or(secs, f, || what.to_owned()).await
+}
+
+/// [`eventually`], with what it waited for described only when it times out (e.g. from the
+/// state it found then).
+pub async fn eventually_or<T>(secs: u64, mut f: impl FnMut() -> Option<T>, what: impl Fn() -> String) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
@@ -167,7 +186,8 @@ pub async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
+            "timed out after {secs} s waiting for {}",
+            what()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

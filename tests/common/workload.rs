@@ -101,23 +101,36 @@ pub async fn verify(env: &RealEnv, devices: &[String], start: i64, total: usize,
     let mut want_alerts = BTreeSet::new();
     let mut want_events = BTreeSet::new();
     for d in devices {
-        eventually(90, &format!("{d}: every reading analysed once"), || {
-            let n: i64 = env.sql(&format!(
-                "SELECT COALESCE(SUM(count), 0) FROM window_aggregates WHERE device_id = '{d}' AND metric = 'temperature' AND window_ms = 60000"
-            ))[0]
-                .parse()
-                .unwrap();
-            if n > total as i64 {
-                let rows = env.sql(&format!(
-                    "SELECT window_start || ' ' || count FROM window_aggregates WHERE device_id = '{d}' AND metric = 'temperature' AND window_ms = 60000 ORDER BY window_start"
+        let windows = || {
+            env.sql(&format!(
+                "SELECT window_start || ' ' || count FROM window_aggregates WHERE device_id = '{d}' AND metric = 'temperature' AND window_ms = 60000 ORDER BY window_start"
+            ))
+        };
+        eventually_or(
+            90,
+            || {
+                let n = env.counted(d);
+                assert!(
+                    n <= total as i64,
+                    "{d}: {n} readings counted for {total} sent: analysed twice: {:?}",
+                    windows()
+                );
+                if std::env::var_os("IOTSTREAM_TEST_DEBUG").is_some() {
+                    eprintln!("{d}: {n} of {total} analysed");
+                }
+                (n == total as i64).then_some(())
+            },
+            // The windows say which part is missing: a whole window, or its last readings.
+            || {
+                let late = env.sql(&format!(
+                    "SELECT ts || ' at ' || watermark FROM late_readings WHERE device_id = '{d}' ORDER BY ts"
                 ));
-                panic!("{d}: {n} readings counted for {total} sent: analysed twice: {rows:?}");
-            }
-            if std::env::var_os("IOTSTREAM_TEST_DEBUG").is_some() {
-                eprintln!("{d}: {n} of {total} analysed");
-            }
-            (n == total as i64).then_some(())
-        })
+                format!(
+                    "{d}: all {total} readings (sent from {start}) analysed once; its windows: {:?}; late readings (ts at watermark): {late:?}",
+                    windows()
+                )
+            },
+        )
         .await;
         let (a, e) = expected(d, start, total);
         want_alerts.extend(a);
