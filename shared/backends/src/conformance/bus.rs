@@ -49,12 +49,17 @@ async fn fresh(bus: &dyn EventBus, what: &str) -> (String, String) {
 
 /// Polls until `n` records arrived (panics after [`PATIENCE`]), then checks nothing more comes.
 pub async fn drain(consumer: &mut dyn Consumer, n: usize) -> Vec<Delivered> {
+    drain_within(consumer, n, PATIENCE).await
+}
+
+/// [`drain`] with its own patience.
+pub async fn drain_within(consumer: &mut dyn Consumer, n: usize, patience: Duration) -> Vec<Delivered> {
     let start = Instant::now();
     let mut got = Vec::new();
     while got.len() < n {
         assert!(
-            start.elapsed() < PATIENCE,
-            "expected {n} records, got {} after {PATIENCE:?}",
+            start.elapsed() < patience,
+            "expected {n} records, got {} after {patience:?}",
             got.len()
         );
         got.extend(
