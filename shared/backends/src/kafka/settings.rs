@@ -16,6 +16,12 @@
 //! | `IOTSTREAM_KAFKA_COMPRESSION` | `none` | `compression.type` (`lz4`, `zstd`, `gzip`) |
 //! | `IOTSTREAM_KAFKA_PROPERTY_<NAME>` | | any librdkafka property, `_` for `.` and `__` for `_` (e.g. `..._PROPERTY_SOCKET_KEEPALIVE_ENABLE=true`, `..._PROPERTY_LOG__LEVEL=7`) |
 //!
+//! A `PROPERTY` setting wins over iotstream's own tuning (`session.timeout.ms`,
+//! `fetch.wait.max.ms`, `message.timeout.ms`, ...), except for the properties in [`PINNED`]: those
+//! carry a guarantee (offsets committed only after the sinks hold the data, every acknowledged
+//! reading on every in-sync replica once) or have their own setting above, and setting one is a
+//! configuration error that says why.
+//!
 //! Confluent Cloud: `SASL_SSL` + `PLAIN` with the API key and secret as username and password.
 //! Secrets are never logged: [`KafkaSettings`]' `Debug` shows property names only.
 
@@ -23,10 +29,62 @@ use crate::connect::BackendUrls;
 use iotstream_core::PortError;
 use rdkafka::ClientConfig;
 
+/// librdkafka properties a `PROPERTY` setting may not change, each with the reason given.
+pub const PINNED: &[(&str, &str)] = &[
+    (
+        "enable.auto.commit",
+        "iotstream commits offsets itself, after the sinks hold the data",
+    ),
+    (
+        "enable.auto.offset.store",
+        "iotstream commits offsets itself, after the sinks hold the data",
+    ),
+    (
+        "auto.offset.reset",
+        "a new consumer group starts at the earliest record, so no acknowledged reading is skipped",
+    ),
+    (
+        "enable.partition.eof",
+        "iotstream's consumers do not read end-of-partition events",
+    ),
+    (
+        "enable.idempotence",
+        "a retried publish must never duplicate or reorder readings",
+    ),
+    ("acks", "an acknowledged reading is on every in-sync replica"),
+    (
+        "request.required.acks",
+        "an acknowledged reading is on every in-sync replica",
+    ),
+    (
+        "bootstrap.servers",
+        "the bus URL (kafka://host:port,...) names the brokers",
+    ),
+    (
+        "metadata.broker.list",
+        "the bus URL (kafka://host:port,...) names the brokers",
+    ),
+    ("group.id", "use IOTSTREAM_KAFKA_GROUP_PREFIX"),
+    ("group.instance.id", "use IOTSTREAM_KAFKA_INSTANCE_ID"),
+    ("security.protocol", "use IOTSTREAM_KAFKA_SECURITY_PROTOCOL"),
+    ("sasl.mechanism", "use IOTSTREAM_KAFKA_SASL_MECHANISM"),
+    ("sasl.mechanisms", "use IOTSTREAM_KAFKA_SASL_MECHANISM"),
+    ("sasl.username", "use IOTSTREAM_KAFKA_SASL_USERNAME"),
+    ("sasl.password", "use IOTSTREAM_KAFKA_SASL_PASSWORD"),
+    ("ssl.ca.location", "use IOTSTREAM_KAFKA_SSL_CA_LOCATION"),
+    ("linger.ms", "use IOTSTREAM_KAFKA_LINGER_MS"),
+    ("queue.buffering.max.ms", "use IOTSTREAM_KAFKA_LINGER_MS"),
+    ("compression.type", "use IOTSTREAM_KAFKA_COMPRESSION"),
+    ("compression.codec", "use IOTSTREAM_KAFKA_COMPRESSION"),
+];
+
 /// Client properties shared by the producer, consumers and admin client.
 #[derive(Clone)]
 pub struct KafkaSettings {
+    /// Connection properties (brokers, security), from the URL and the dedicated settings.
     pub properties: Vec<(String, String)>,
+    /// `IOTSTREAM_KAFKA_PROPERTY_*`: applied last, over iotstream's own tuning.
+    pub overrides: Vec<(String, String)>,
     pub topic_prefix: String,
     pub group_prefix: String,
     /// Static group membership (`group.instance.id` = `<instance>.<group>.<topic>`): a member
@@ -41,7 +99,9 @@ pub struct KafkaSettings {
 
 impl std::fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.properties.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = (self.properties.iter().chain(&self.overrides))
+            .map(|(k, _)| k.as_str())
+            .collect();
         f.debug_struct("KafkaSettings")
             .field("properties", &names)
             .field("topic_prefix", &self.topic_prefix)
@@ -116,6 +176,7 @@ impl KafkaSettings {
         if let Some(ca) = urls.setting("IOTSTREAM_KAFKA_SSL_CA_LOCATION") {
             props.push(("ssl.ca.location".into(), ca.to_owned()));
         }
+        let mut overrides = Vec::new();
         for (k, v) in &urls.settings {
             if let Some(name) = k.strip_prefix("IOTSTREAM_KAFKA_PROPERTY_") {
                 let name = name
@@ -123,7 +184,12 @@ impl KafkaSettings {
                     .replace("__", "\0")
                     .replace('_', ".")
                     .replace('\0', "_");
-                props.push((name, v.clone()));
+                if let Some((_, why)) = PINNED.iter().find(|(p, _)| *p == name) {
+                    return Err(PortError::config(format!(
+                        "{k} sets the Kafka property {name}, which iotstream does not let a setting change: {why}"
+                    )));
+                }
+                overrides.push((name, v.clone()));
             }
         }
         let compression = urls
@@ -144,6 +210,7 @@ impl KafkaSettings {
         }
         Ok(KafkaSettings {
             properties: props,
+            overrides,
             topic_prefix: urls
                 .setting("IOTSTREAM_KAFKA_TOPIC_PREFIX")
                 .unwrap_or("")
@@ -162,11 +229,16 @@ impl KafkaSettings {
 
     /// A client configuration with the shared properties.
     pub fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
+        self.tuned(ClientConfig::new())
+    }
+
+    /// `c` with the connection properties, then the `PROPERTY` overrides: what every client
+    /// is made of, `c` holding iotstream's tuning for its kind.
+    fn tuned(&self, mut c: ClientConfig) -> ClientConfig {
         // Errors only by default: librdkafka warns on every reconnect attempt while a broker
-        // is down (IOTSTREAM_KAFKA_PROPERTY_LOG_LEVEL=7 and ..._DEBUG=cgrp,fetch to diagnose).
+        // is down (IOTSTREAM_KAFKA_PROPERTY_LOG__LEVEL=7 and ..._DEBUG=cgrp,fetch to diagnose).
         c.set("log_level", "3");
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties.iter().chain(&self.overrides) {
             c.set(k, v);
         }
         c
@@ -180,7 +252,7 @@ impl KafkaSettings {
     /// answers 503 and nothing is acknowledged). Keys are hashed with murmur2 like the Java
     /// client, so a device lands on the same partition whichever client published it.
     pub fn producer(&self) -> ClientConfig {
-        let mut c = self.client();
+        let mut c = ClientConfig::new();
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", self.linger_ms.to_string())
@@ -190,14 +262,14 @@ impl KafkaSettings {
             .set("message.timeout.ms", "30000")
             .set("compression.type", &self.compression)
             .set("partitioner", "murmur2_random");
-        c
+        self.tuned(c)
     }
 
     /// A group member: manual commits only, from the earliest offset when the group has none,
     /// short fetch waits (the alert path) and a short session (a killed member's partitions
     /// move within seconds).
     pub fn consumer(&self, group: &str, topic: &str) -> ClientConfig {
-        let mut c = self.client();
+        let mut c = ClientConfig::new();
         if let Some(id) = &self.instance_id {
             c.set("group.instance.id", format!("{id}.{group}.{topic}"));
         }
@@ -211,7 +283,7 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "1500")
             .set("max.poll.interval.ms", "15000")
             .set("topic.metadata.refresh.interval.ms", "5000");
-        c
+        self.tuned(c)
     }
 
     /// The name of a consumer group on the broker.
@@ -240,8 +312,7 @@ mod tests {
     }
 
     fn prop<'a>(s: &'a KafkaSettings, name: &str) -> Option<&'a str> {
-        s.properties
-            .iter()
+        (s.properties.iter().chain(&s.overrides))
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
@@ -286,6 +357,69 @@ mod tests {
         assert_eq!(prop(&s, "client.id"), Some("iot"));
         assert_eq!(prop(&s, "log_level"), Some("7"));
         assert_eq!(s.topic("telemetry"), "prod.telemetry");
+    }
+
+    #[test]
+    fn a_property_setting_wins_over_the_tuning_of_every_client() {
+        let s = KafkaSettings::parse(
+            "kafka://a:9092",
+            &urls(&[
+                ("IOTSTREAM_KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "45000"),
+                ("IOTSTREAM_KAFKA_PROPERTY_FETCH_WAIT_MAX_MS", "100"),
+                ("IOTSTREAM_KAFKA_PROPERTY_MESSAGE_TIMEOUT_MS", "1500"),
+                ("IOTSTREAM_KAFKA_PROPERTY_LOG__LEVEL", "7"),
+            ]),
+        )
+        .unwrap();
+        let consumer = s.consumer("analyze", "telemetry");
+        assert_eq!(consumer.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(
+            consumer.get("heartbeat.interval.ms"),
+            Some("1500"),
+            "the rest stays"
+        );
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        let producer = s.producer();
+        assert_eq!(producer.get("message.timeout.ms"), Some("1500"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        for c in [consumer, producer, s.client()] {
+            assert_eq!(c.get("log_level"), Some("7"));
+            assert_eq!(c.get("bootstrap.servers"), Some("a:9092"));
+        }
+    }
+
+    #[test]
+    fn a_property_setting_cannot_change_a_pinned_property_and_is_told_why() {
+        for (setting, says) in [
+            (
+                "IOTSTREAM_KAFKA_PROPERTY_ENABLE_AUTO_COMMIT",
+                "after the sinks hold the data",
+            ),
+            ("IOTSTREAM_KAFKA_PROPERTY_ACKS", "every in-sync replica"),
+            (
+                "IOTSTREAM_KAFKA_PROPERTY_AUTO_OFFSET_RESET",
+                "no acknowledged reading is skipped",
+            ),
+            (
+                "IOTSTREAM_KAFKA_PROPERTY_GROUP_ID",
+                "IOTSTREAM_KAFKA_GROUP_PREFIX",
+            ),
+            ("IOTSTREAM_KAFKA_PROPERTY_LINGER_MS", "IOTSTREAM_KAFKA_LINGER_MS"),
+            (
+                "IOTSTREAM_KAFKA_PROPERTY_SASL_PASSWORD",
+                "IOTSTREAM_KAFKA_SASL_PASSWORD",
+            ),
+        ] {
+            let e = KafkaSettings::parse("kafka://a:9092", &urls(&[(setting, "x")])).unwrap_err();
+            assert_eq!(e.kind, iotstream_core::PortErrorKind::Config, "{setting}");
+            let msg = e.to_string();
+            assert!(msg.contains(setting) && msg.contains(says), "{msg}");
+            assert!(
+                !msg.contains("\"x\""),
+                "the value is never echoed (it may be a secret): {msg}"
+            );
+        }
     }
 
     #[test]
