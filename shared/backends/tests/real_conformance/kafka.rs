@@ -92,8 +92,14 @@ async fn a_fenced_consumer_replaces_itself_and_reads_on() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("fenced", 2, 1).unwrap();
+    // Heartbeats 3 s apart in a 6 s session: see the handover below.
     let urls = BackendUrls {
-        settings: [("IOTSTREAM_KAFKA_INSTANCE_ID".to_owned(), "fenced".to_owned())].into(),
+        settings: [
+            ("IOTSTREAM_KAFKA_INSTANCE_ID", "fenced"),
+            ("IOTSTREAM_KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "3000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into(),
         ..BackendUrls::default()
     };
     let bus = KafkaBus::connect(&format!("kafka://{}", cluster.bootstrap_servers()), &urls).unwrap();
@@ -139,10 +145,13 @@ async fn a_fenced_consumer_replaces_itself_and_reads_on() {
 
     // Nothing was committed: the new member is given the partitions at the group's start,
     // and still returns only what this consumer had not returned yet.
-    // A real broker lets the new member take the old one's place at once (same instance id);
-    // the mock cluster has no static membership, so the new member waits for the old one's
-    // session to time out and, when the group elects before that, for a second round:
-    // 5.4 s here, 10 s in one run of 40 on a loaded machine, over 20 s once in CI.
+    // A real broker lets the new member take the old one's place at once (same instance id).
+    // The mock cluster has no static membership: the old member stays in the group until its
+    // session times out, 6 s after its last good heartbeat, and the group elects a leader 5 s
+    // after the new member joined. With heartbeats 1.5 s apart the old member was sometimes
+    // still there at the election, which costs another round (10 s, and over 20 s once in
+    // CI); 3 s apart, it is gone 3-4 s after the fence, before the election. The patience
+    // stays generous all the same.
     send(5).await;
     let after = conformance::bus::drain_within(consumer.as_mut(), 5, Duration::from_secs(60)).await;
     assert_eq!(values(after), (5..10).map(|i| format!("r{i}")).collect());
