@@ -61,8 +61,10 @@ async fn a_worker_killed_9_mid_batch_loses_nothing_and_duplicates_no_alert() {
             ))
         })
         .collect();
+    let mut kills = Vec::new();
     for pause in [700, 1100] {
         tokio::time::sleep(Duration::from_millis(pause)).await;
+        let killed = std::time::Instant::now();
         workers.kill9();
         workers = Server::run(
             &["analyze", "process", "notify"],
@@ -71,11 +73,12 @@ async fn a_worker_killed_9_mid_batch_loses_nothing_and_duplicates_no_alert() {
             &env.env(),
         )
         .await;
+        kills.push((killed, std::time::Instant::now()));
     }
     for s in senders {
         s.await.unwrap();
     }
-    verify(&env, &devices, start, total, &receiver).await;
+    verify(&env, &devices, start, total, &receiver, &kills).await;
 }
 
 /// PostgreSQL cut off mid-stream: ingest keeps accepting (the sink is Kafka + the store) or
@@ -129,7 +132,7 @@ async fn postgres_outage_loses_nothing_acknowledged() {
     for s in senders {
         s.await.unwrap();
     }
-    verify(&env, &devices, start, total, &receiver).await;
+    verify(&env, &devices, start, total, &receiver, &[]).await;
 }
 
 /// Redis cut off mid-stream: ingest never fails, results keep flowing into PostgreSQL, reads
@@ -357,7 +360,7 @@ async fn a_broker_stall_mid_stream_loses_nothing_acknowledged() {
     for s in senders {
         s.await.unwrap();
     }
-    verify(&env, &devices, start, BROKER_TOTAL, &receiver).await;
+    verify(&env, &devices, start, BROKER_TOTAL, &receiver, &[]).await;
 }
 
 /// The broker restarted mid-stream (SIGTERM, same port and data directory). noida-db 0.2.3 can

@@ -58,7 +58,7 @@ async fn analyze_replicas_share_the_topic_and_hand_partitions_over_with_their_st
     for s in senders {
         s.await.unwrap();
     }
-    verify(&env, &devices, start, total, &receiver).await;
+    verify(&env, &devices, start, total, &receiver, &[]).await;
     let names: BTreeSet<String> = env
         .sql("SELECT name FROM checkpoints WHERE name LIKE 'analyze/p%'")
         .into_iter()

@@ -258,6 +258,8 @@ pub struct Hook {
     pub delivery: String,
     pub signature_ok: bool,
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A local webhook receiver. `fail_first` makes it answer 500 to that many requests first.
@@ -318,6 +320,7 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: axum::bod
         delivery: h("x-iotstream-delivery"),
         signature_ok,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        at: Instant::now(),
     };
     {
         let mut fail = rx.fail_first.lock().unwrap();
