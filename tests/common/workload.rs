@@ -8,6 +8,7 @@ use super::real::*;
 use iotstream_core::engine::Engine;
 use iotstream_core::rules::Rules;
 use iotstream_core::{DeviceId, Reading};
+use iotstream_notify::{CONCURRENCY, SLICE};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -190,7 +191,6 @@ pub async fn verify(
     }
     let redelivered: Vec<(&String, &Vec<Instant>)> =
         per_delivery.iter().filter(|(_, at)| at.len() > 1).collect();
-    use iotstream_notify::{CONCURRENCY, SLICE};
     let allowed = if crashes.is_empty() {
         2 * CONCURRENCY
     } else {
