@@ -34,9 +34,11 @@ pub enum Command {
     /// Synthetic sensors with labelled anomalies: send to an ingest endpoint (--target) or run
     /// through the engine offline (--offline); reports throughput, latency and detection quality.
     Simulate(crate::sim_cmd::SimulateArgs),
-    /// Run the analyze engine over recorded telemetry (NDJSON or CSV) and print what it finds.
+    /// Run the analyze engine over recorded telemetry (NDJSON, JSON or CSV) and print what it finds.
     Replay {
-        /// NDJSON readings, or CSV with columns timestamp,value[,deviceId,metric].
+        /// NDJSON readings, a JSON array, saved pages of GET /api/devices/{id}/readings, or CSV:
+        /// timestamp,value[,deviceId,metric] or a column per metric (time column timestamp, ts,
+        /// time, _time or datetime; RFC 3339, YYYY-MM-DD HH:MM:SS, epoch ms or epoch seconds).
         file: std::path::PathBuf,
         /// Rules file (TOML); built-in defaults when unset.
         #[arg(long, env = "IOTSTREAM_RULES")]

@@ -46,33 +46,8 @@ async fn replay_matches_the_live_pipeline() {
     }
     let file = dir.path().join("recording.ndjson");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = std::process::Command::new(bin())
-        .args([
-            "replay",
-            file.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let replayed: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-
-    // Alerts: the final state of each alert id.
-    let mut expected: BTreeMap<String, String> = BTreeMap::new();
-    for e in replayed
-        .iter()
-        .filter(|v| v["event"].is_string() && v["event"] != "alert.updated")
-    {
-        expected.insert(
-            e["alert"]["id"].as_str().unwrap().into(),
-            e["alert"]["state"].as_str().unwrap().into(),
-        );
-    }
+    let replayed = replay(&file, &rules);
+    let expected = final_states(&replayed);
     assert!(
         expected.len() >= 4,
         "the recording opens several alerts: {expected:?}"
@@ -95,6 +70,21 @@ async fn replay_matches_the_live_pipeline() {
         .collect();
     assert_eq!(live, expected);
 
+    // The backtest workflow: history exported from the readings endpoint (one page per device,
+    // appended as `curl ... >> file` does) replays to the same alerts, ids included: the pages
+    // carry the ids ingest gave the readings, not the clients' message ids.
+    let mut pages = String::new();
+    for device in ["r-1", "r-2"] {
+        let page = server
+            .get(&format!("/api/devices/{device}/readings?limit=1000"))
+            .await;
+        assert_eq!(page["readings"].as_array().unwrap().len(), 300, "{device}");
+        pages.push_str(&format!("{page}\n"));
+    }
+    let export = dir.path().join("export.json");
+    std::fs::write(&export, pages).unwrap();
+    assert_eq!(final_states(&replay(&export, &rules)), live);
+
     // Aggregates: every replayed window equals the live series point for it.
     for agg in replayed
         .iter()
@@ -115,6 +105,38 @@ async fn replay_matches_the_live_pipeline() {
         assert_eq!(series["points"][0]["max"], agg["max"], "{device} {ws}");
         assert_eq!(series["points"][0]["min"], agg["min"], "{device} {ws}");
     }
+}
+
+fn replay(file: &std::path::Path, rules: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new(bin())
+        .args([
+            "replay",
+            file.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The final state of each alert id in a replay's output.
+fn final_states(replayed: &[Value]) -> BTreeMap<String, String> {
+    replayed
+        .iter()
+        .filter(|v| v["event"].is_string() && v["event"] != "alert.updated")
+        .map(|e| {
+            (
+                e["alert"]["id"].as_str().unwrap().into(),
+                e["alert"]["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
 }
 
 /// `replay --scores`: one score per reading and metric, in 0..1, high on the injected spike;
