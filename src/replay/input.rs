@@ -36,9 +36,11 @@ pub struct Input {
 
 enum Source {
     Lines(std::iter::Enumerate<std::io::Lines<BufReader<std::fs::File>>>),
+    /// A whole text, its values read one at a time from `at`, which is on line `line`.
     Document {
         text: String,
         at: usize,
+        line: usize,
     },
     Csv {
         rows: csv::StringRecordsIntoIter<std::fs::File>,
@@ -58,6 +60,9 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
         }
     }
     let first = head.trim_start_matches('\u{feff}').trim();
+    if first.is_empty() {
+        bail!("{} is empty: nothing to replay", path.display());
+    }
     let source = if first.starts_with('{') || first.starts_with('[') {
         match serde_json::from_str::<serde::de::IgnoredAny>(first) {
             // The first line is a whole document (or a bad one, reported with its line): lines.
@@ -67,7 +72,7 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
             Err(_) => {
                 let mut text = head;
                 reader.read_to_string(&mut text).with_context(cannot)?;
-                Source::Document { text, at: 0 }
+                Source::Document { text, at: 0, line: 1 }
             }
         }
     } else {
@@ -131,22 +136,24 @@ impl Input {
                     json_line(line, &mut self.ready).with_context(|| format!("{path}:{}", n + 1))?;
                 }
             }
-            Source::Document { text, at } => {
+            Source::Document { text, at, line } => {
                 let rest = &text[*at..];
                 let start =
                     *at + (rest.len() - rest.trim_start_matches(['\u{feff}', ' ', '\t', '\r', '\n']).len());
                 if start == text.len() {
                     return Ok(false);
                 }
-                let line = 1 + text[..start].matches('\n').count();
+                *line += text[*at..start].matches('\n').count();
                 let mut values = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
                 let value = match values.next() {
                     Some(Ok(v)) => v,
-                    Some(Err(e)) => bail!("{path}:{}: not JSON: {e}", line + e.line() - 1),
+                    Some(Err(e)) => bail!("{path}:{}: not JSON: {e}", *line + e.line() - 1),
                     None => return Ok(false),
                 };
+                let first_line = *line;
+                *line += text[start..start + values.byte_offset()].matches('\n').count();
                 *at = start + values.byte_offset();
-                json_value(value, &mut self.ready).with_context(|| format!("{path}:{line}"))?;
+                json_value(value, &mut self.ready).with_context(|| format!("{path}:{first_line}"))?;
             }
             Source::Csv { rows, columns } => {
                 let Some(row) = rows.next() else {

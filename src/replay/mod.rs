@@ -328,5 +328,16 @@ mod tests {
         );
         let broken = replay_err("b.json", "[\n  {\"deviceId\": \"a\",\n  oops\n]\n");
         assert!(broken.contains("b.json:3: not JSON"), "{broken}");
+        // The second of two pretty-printed documents: its own first line.
+        let second = replay_err(
+            "s.json",
+            &format!("{{\n \"readings\": []\n}}\n\n{{\n \"readings\": [{ok}, {{}}]\n}}\n"),
+        );
+        assert!(
+            second.contains("s.json:5: readings[1]: invalid reading"),
+            "{second}"
+        );
+        let empty = replay_err("e.ndjson", "\n\n");
+        assert!(empty.contains("e.ndjson is empty"), "{empty}");
     }
 }
