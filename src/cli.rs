@@ -36,7 +36,7 @@ pub enum Command {
     Simulate(crate::sim_cmd::SimulateArgs),
     /// Run the analyze engine over recorded telemetry (NDJSON, JSON or CSV) and print what it finds.
     Replay {
-        /// NDJSON readings, a JSON array, saved pages of GET /api/devices/{id}/readings, or CSV:
+        /// NDJSON readings, a JSON array, saved pages of GET /api/devices/{id}/readings, or CSV (`-`: stdin):
         /// timestamp,value[,deviceId,metric] or a column per metric (time column timestamp, ts,
         /// time, _time or datetime; RFC 3339, YYYY-MM-DD HH:MM:SS, epoch ms or epoch seconds).
         file: std::path::PathBuf,

@@ -169,6 +169,20 @@ fn replay_scores_every_reading_and_is_byte_identical_across_runs() {
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b, "deterministic");
+    // The same recording piped in (`-`): the same output.
+    let mut piped = std::process::Command::new(bin())
+        .args(["replay", "-", "--scores"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(&file).unwrap();
+    let mut stdin = piped.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input).unwrap());
+    let out = piped.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, a, "stdin gives what the file gives");
     let lines: Vec<Value> = String::from_utf8(a)
         .unwrap()
         .lines()

@@ -14,7 +14,8 @@
 //!   epoch seconds (numbers below 10^11, which as milliseconds would be before March 1973;
 //!   decimals allowed).
 //!
-//! Errors name the file and line (and the column or item) of the first bad reading.
+//! `-` reads standard input (`curl ... | iotstream replay -`). Errors name the file and line
+//! (and the column or item) of the first bad reading.
 
 use super::csv_columns::Columns;
 use anyhow::{Context, anyhow, bail};
@@ -34,57 +35,68 @@ pub struct Input {
     pub skipped_rows: u64,
 }
 
+type Text = Box<dyn BufRead>;
+
 enum Source {
-    Lines(std::iter::Enumerate<std::io::Lines<BufReader<std::fs::File>>>),
-    /// A whole text, its values read one at a time from `at`, which is on line `line`.
-    Document {
-        text: String,
-        at: usize,
-        line: usize,
+    /// NDJSON; `skipped`: blank lines before the first (for line numbers).
+    Lines {
+        lines: std::iter::Enumerate<std::io::Lines<Text>>,
+        skipped: usize,
     },
+    /// A whole text, its values read one at a time from `at`, which is on line `line`.
+    Document { text: String, at: usize, line: usize },
     Csv {
-        rows: csv::StringRecordsIntoIter<std::fs::File>,
+        rows: csv::StringRecordsIntoIter<Text>,
         columns: Columns,
+        skipped: u64,
     },
 }
 
+/// Opens a recording: a file, or standard input for `-` (`curl ... | iotstream replay -`).
 pub fn open(path: &Path) -> anyhow::Result<Input> {
     let cannot = || format!("cannot read {}", path.display());
-    let mut head = String::new();
-    let file = std::fs::File::open(path).with_context(cannot)?;
-    let mut reader = BufReader::new(file);
-    while head.trim().is_empty() {
+    let mut reader: Text = if path == Path::new("-") {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(std::fs::File::open(path).with_context(cannot)?))
+    };
+    // The first line that is not blank says which format this is.
+    let (mut head, mut skipped) = (String::new(), 0);
+    loop {
         head.clear();
         if reader.read_line(&mut head).with_context(cannot)? == 0 {
+            bail!("{} is empty: nothing to replay", path.display());
+        }
+        if !head.trim_start_matches('\u{feff}').trim().is_empty() {
             break;
         }
+        skipped += 1;
     }
     let first = head.trim_start_matches('\u{feff}').trim();
-    if first.is_empty() {
-        bail!("{} is empty: nothing to replay", path.display());
-    }
-    let source = if first.starts_with('{') || first.starts_with('[') {
-        match serde_json::from_str::<serde::de::IgnoredAny>(first) {
-            // The first line is a whole document (or a bad one, reported with its line): lines.
-            Ok(_) => json_lines(path)?,
-            Err(e) if !e.is_eof() => json_lines(path)?,
-            // A document spread over lines: read it whole.
-            Err(_) => {
-                let mut text = head;
-                reader.read_to_string(&mut text).with_context(cannot)?;
-                Source::Document { text, at: 0, line: 1 }
-            }
+    let json = first.starts_with('{') || first.starts_with('[');
+    let source = match serde_json::from_str::<serde::de::IgnoredAny>(first) {
+        // A document spread over lines: read it whole.
+        Err(e) if json && e.is_eof() => {
+            let mut text = "\n".repeat(skipped) + &head;
+            reader.read_to_string(&mut text).with_context(cannot)?;
+            Source::Document { text, at: 0, line: 1 }
         }
-    } else {
-        let mut rows = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_path(path)
-            .with_context(cannot)?;
-        let columns = Columns::of(rows.headers().with_context(cannot)?)
-            .with_context(|| format!("{}:1", path.display()))?;
-        Source::Csv {
-            rows: rows.into_records(),
-            columns,
+        // One document per line (a bad one is reported with its line).
+        _ if json => Source::Lines {
+            lines: again(head, reader).lines().enumerate(),
+            skipped,
+        },
+        _ => {
+            let mut rows = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_reader(again(head, reader));
+            let header = format!("{}:{}", path.display(), skipped + 1);
+            let columns = Columns::of(rows.headers().with_context(cannot)?).context(header)?;
+            Source::Csv {
+                rows: rows.into_records(),
+                columns,
+                skipped: skipped as u64,
+            }
         }
     };
     Ok(Input {
@@ -95,9 +107,9 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
     })
 }
 
-fn json_lines(path: &Path) -> anyhow::Result<Source> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Source::Lines(BufReader::new(file).lines().enumerate()))
+/// The text from the first line read on.
+fn again(head: String, rest: Text) -> Text {
+    Box::new(std::io::Cursor::new(head.into_bytes()).chain(rest))
 }
 
 impl Iterator for Input {
@@ -122,7 +134,7 @@ impl Input {
     fn fill(&mut self) -> anyhow::Result<bool> {
         let path = self.path.display();
         match &mut self.source {
-            Source::Lines(lines) => {
+            Source::Lines { lines, skipped } => {
                 let Some((n, line)) = lines.next() else {
                     return Ok(false);
                 };
@@ -133,7 +145,8 @@ impl Input {
                     &line
                 };
                 if !line.trim().is_empty() {
-                    json_line(line, &mut self.ready).with_context(|| format!("{path}:{}", n + 1))?;
+                    let at = *skipped + n + 1;
+                    json_line(line, &mut self.ready).with_context(|| format!("{path}:{at}"))?;
                 }
             }
             Source::Document { text, at, line } => {
@@ -155,12 +168,16 @@ impl Input {
                 *at = start + values.byte_offset();
                 json_value(value, &mut self.ready).with_context(|| format!("{path}:{first_line}"))?;
             }
-            Source::Csv { rows, columns } => {
+            Source::Csv {
+                rows,
+                columns,
+                skipped,
+            } => {
                 let Some(row) = rows.next() else {
                     return Ok(false);
                 };
                 let row = row.map_err(|e| anyhow!("{path}: {e}"))?;
-                let line = row.position().map_or(0, |p| p.line());
+                let line = *skipped + row.position().map_or(0, |p| p.line());
                 match columns.reading(&row).with_context(|| format!("{path}:{line}"))? {
                     Some(r) => self.ready.push_back(r),
                     None => self.skipped_rows += 1,

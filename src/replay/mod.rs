@@ -337,6 +337,17 @@ mod tests {
             second.contains("s.json:5: readings[1]: invalid reading"),
             "{second}"
         );
+        // Blank lines before the first reading still count.
+        let after_blanks = replay_err("l.ndjson", &format!("\n\n{ok}\n{{\"ts\":1}}\n"));
+        assert!(
+            after_blanks.contains("l.ndjson:4: invalid reading"),
+            "{after_blanks}"
+        );
+        let csv_after_blanks = replay_err("l.csv", "\n\nts,x\n1,2\n3,y\n");
+        assert!(
+            csv_after_blanks.contains("l.csv:5: column x"),
+            "{csv_after_blanks}"
+        );
         let empty = replay_err("e.ndjson", "\n\n");
         assert!(empty.contains("e.ndjson is empty"), "{empty}");
     }
