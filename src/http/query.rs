@@ -218,10 +218,33 @@ pub async fn readings(
     if !errors.is_empty() {
         return Err(ApiError::bad_request("invalid_query", "invalid readings query").with_details(errors));
     }
-    let limit = q.limit.unwrap_or(1_000).clamp(1, 100_000);
-    let readings = state.backends.store.range(&id, from, to, limit).await?;
-    Ok(Json(json!({ "deviceId": id, "readings": readings })))
+    let limit = q.limit.unwrap_or(1_000).clamp(1, MAX_READINGS);
+    let store = &state.backends.store;
+    let mut readings = store.range(&id, from, to, limit).await?;
+    // A full page may have more after it: `next` is where the next page starts. Each reading is
+    // on exactly one page, whatever order the store gives readings of the same millisecond: the
+    // page stops before its last millisecond, which starts the next one; a page that is all one
+    // millisecond holds every reading of it.
+    let mut next = None;
+    if let (true, Some(first), Some(last)) = (readings.len() == limit, readings.first(), readings.last()) {
+        let (first, last) = (first.ts, last.ts);
+        if first < last {
+            readings.retain(|r| r.ts < last);
+            next = Some(last);
+        } else {
+            readings = store.range(&id, last, last.plus_millis(1), MAX_READINGS).await?;
+            next = Some(last.plus_millis(1));
+        }
+    }
+    let mut body = json!({ "deviceId": id, "readings": readings });
+    if let Some(next) = next.filter(|n| *n < to) {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body))
 }
+
+/// Most readings in one page of `GET /api/devices/{id}/readings`.
+const MAX_READINGS: usize = 100_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

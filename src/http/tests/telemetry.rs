@@ -203,3 +203,58 @@ async fn a_device_over_its_rate_limit_gets_429_with_retry_after() {
     }
     assert_eq!(statuses, vec![202, 202, 429], "burst of 2, then limited");
 }
+
+/// `GET /api/devices/{id}/readings` pages: following `next` gives every stored reading exactly
+/// once, also when readings share a millisecond across a page's end, or fill a whole page.
+#[tokio::test]
+async fn readings_pages_follow_next_and_hold_each_reading_once() {
+    let app = app().await;
+    let token = app.device("pump-1").await;
+    let t = now_ms() - 60_000;
+    // ms offsets: three at +2 (a page of 2 ends inside them) and four at +5 (a whole page).
+    let offsets = [0, 1, 2, 2, 2, 3, 5, 5, 5, 5, 6];
+    let body: Vec<Value> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, dt)| reading("pump-1", t + dt, i as f64))
+        .collect();
+    let r = app
+        .post(Some(&token), "application/json", Value::from(body).to_string())
+        .await;
+    assert_eq!(r.json["accepted"], 11);
+
+    let (mut from, mut seen, mut pages) = (t.to_string(), Vec::new(), Vec::new());
+    loop {
+        let uri = format!("/api/devices/pump-1/readings?from={from}&limit=2");
+        let page = app.admin("GET", &uri, None).await.json;
+        let values: Vec<f64> = page["readings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metrics"]["temperature"].as_f64().unwrap())
+            .collect();
+        pages.push(values.len());
+        seen.extend(values);
+        match page["next"].as_str() {
+            Some(next) => from = next.to_owned(),
+            None => break,
+        }
+        assert!(pages.len() < 20, "pages do not end: {pages:?}");
+    }
+    seen.sort_by(f64::total_cmp);
+    assert_eq!(
+        seen,
+        (0..11).map(f64::from).collect::<Vec<_>>(),
+        "pages {pages:?}"
+    );
+    assert!(
+        pages.contains(&4),
+        "the millisecond of four is one page: {pages:?}"
+    );
+    // A page that is not full has no `next`.
+    let all = app
+        .admin("GET", "/api/devices/pump-1/readings?limit=1000", None)
+        .await;
+    assert_eq!(all.json["readings"].as_array().unwrap().len(), 11);
+    assert!(all.json.get("next").is_none());
+}
