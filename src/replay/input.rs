@@ -24,11 +24,12 @@ use iotstream_core::{Reading, Ts};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The readings of a file, in file order.
 pub struct Input {
-    path: PathBuf,
+    /// The file's name in errors (`stdin` for `-`).
+    name: String,
     source: Source,
     ready: VecDeque<Reading>,
     /// CSV rows without any value.
@@ -54,8 +55,14 @@ enum Source {
 
 /// Opens a recording: a file, or standard input for `-` (`curl ... | iotstream replay -`).
 pub fn open(path: &Path) -> anyhow::Result<Input> {
-    let cannot = || format!("cannot read {}", path.display());
-    let mut reader: Text = if path == Path::new("-") {
+    let stdin = path == Path::new("-");
+    let name = if stdin {
+        "stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let cannot = || format!("cannot read {name}");
+    let mut reader: Text = if stdin {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
         Box::new(BufReader::new(std::fs::File::open(path).with_context(cannot)?))
@@ -65,7 +72,7 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
     loop {
         head.clear();
         if reader.read_line(&mut head).with_context(cannot)? == 0 {
-            bail!("{} is empty: nothing to replay", path.display());
+            bail!("{name} is empty: nothing to replay");
         }
         if !head.trim_start_matches('\u{feff}').trim().is_empty() {
             break;
@@ -90,7 +97,7 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
             let mut rows = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)
                 .from_reader(again(head, reader));
-            let header = format!("{}:{}", path.display(), skipped + 1);
+            let header = format!("{name}:{}", skipped + 1);
             let columns = Columns::of(rows.headers().with_context(cannot)?).context(header)?;
             Source::Csv {
                 rows: rows.into_records(),
@@ -100,7 +107,7 @@ pub fn open(path: &Path) -> anyhow::Result<Input> {
         }
     };
     Ok(Input {
-        path: path.to_owned(),
+        name,
         source,
         ready: VecDeque::new(),
         skipped_rows: 0,
@@ -132,7 +139,7 @@ impl Iterator for Input {
 impl Input {
     /// Reads the next line, document or row into `ready`; false at the end.
     fn fill(&mut self) -> anyhow::Result<bool> {
-        let path = self.path.display();
+        let path = &self.name;
         match &mut self.source {
             Source::Lines { lines, skipped } => {
                 let Some((n, line)) = lines.next() else {
