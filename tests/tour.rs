@@ -105,6 +105,26 @@ async fn a_reading_over_the_threshold_reaches_the_webhook_signed_and_acks_follow
         vec!["alert.opened", "alert.acknowledged"],
         "each event once"
     );
+    // The terminal running `up` shows what the pipeline found, one line each.
+    let transitions = || -> Vec<String> {
+        let printed = server.printed.lock().unwrap();
+        printed
+            .iter()
+            .filter(|l| l.contains(" alert."))
+            .map(|l| l.split_whitespace().skip(1).take(4).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while transitions().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", server.printed);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        transitions(),
+        vec!["alert.opened pump-1 overheat (critical):"],
+        "{:?}",
+        server.printed
+    );
 }
 
 /// The banner's curl command works as printed: a first start provisions `demo-1` and prints a

@@ -68,7 +68,8 @@ pub async fn spawn_all(
         tasks.push(analyze::spawn(state, cfg, shutdown.clone()).await?);
     }
     if f.process {
-        tasks.extend(process::spawn(state, shutdown.clone()).await?);
+        let console = f == crate::app::Functions::ALL;
+        tasks.extend(process::spawn(state, console, shutdown.clone()).await?);
     }
     // Retention runs beside the results writer (process): one pass per deployment of it.
     if f.process

@@ -54,9 +54,10 @@ pub fn cli_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, S
 }
 
 /// The URL the child says it listens at (`iotstream is up at http://…`, `iotstream run … at
-/// http://…`), read from its stdout, which is drained afterwards so it never blocks. A server on
-/// `--listen 127.0.0.1:0` takes a port no other test can take between a pick and a bind.
-fn announced_url(child: &mut Child) -> String {
+/// http://…`), read from its stdout, which is drained afterwards so it never blocks (the lines
+/// after it are kept in `printed`). A server on `--listen 127.0.0.1:0` takes a port no other
+/// test can take between a pick and a bind.
+fn announced_url(child: &mut Child, printed: Arc<Mutex<Vec<String>>>) -> String {
     use std::io::BufRead;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -69,6 +70,8 @@ fn announced_url(child: &mut Child) -> String {
             {
                 let url = line[at + 4..].split_whitespace().next().unwrap_or_default();
                 let _ = tx.send(url.to_owned());
+            } else if tx.is_none() {
+                printed.lock().unwrap().push(line);
             }
         }
     });
@@ -85,6 +88,8 @@ fn announced_url(child: &mut Child) -> String {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// What it printed on stdout after saying where it listens.
+    pub printed: Arc<Mutex<Vec<String>>>,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
 }
@@ -140,10 +145,12 @@ impl Server {
                 .env("IOTSTREAM_WEBHOOK_SECRET", SECRET);
         }
         let mut child = cmd.spawn().unwrap();
-        let url = announced_url(&mut child);
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let url = announced_url(&mut child, printed.clone());
         let server = Server {
             child,
             url,
+            printed,
             data_dir: data_dir.to_path_buf(),
             // Generous: the Cosmos DB test server scans every document it holds for a query,
             // which after a few runs against the same services took over 10 s once.
