@@ -229,6 +229,7 @@ fn print_banner(listen: std::net::SocketAddr, cfg: &app::Config, generated: bool
     };
     println!("iotstream is up at {url}  (data: {dd}, embedded defaults unless backend URLs are set)");
     println!("admin token{saved}: {token}");
+    println!("dashboard: {url}/#token={token}");
     println!();
     if let Some(sas) = demo {
         println!("send a reading as device demo-1 (token valid 24 h):");

@@ -1,5 +1,6 @@
 //! The HTTP API (CONTRACT §2): routes, admin authentication, and the telemetry endpoint.
 
+mod dashboard;
 mod devices;
 pub mod error;
 mod insights;
@@ -49,7 +50,11 @@ pub fn router_for(state: Arc<AppState>, functions: crate::app::Functions) -> Rou
         router = router.route("/api/telemetry", post(telemetry));
     }
     if functions.web {
-        router = router.merge(admin);
+        router = router
+            .merge(admin)
+            .route("/", get(dashboard::page))
+            .route("/dashboard.js", get(dashboard::script))
+            .route("/dashboard.css", get(dashboard::style));
     }
     router
         .fallback(|| async { ApiError::not_found("no such route") })

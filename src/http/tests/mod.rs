@@ -3,6 +3,7 @@
 
 mod admin;
 mod checkpoints;
+mod dashboard;
 mod dead_letters;
 mod faults;
 mod functions;

@@ -1,0 +1,140 @@
+// The iotstream dashboard: active alerts (with acknowledge), devices with their latest values,
+// and recent forecasts, refreshed every 2 s from the query API with the admin token.
+// The token comes from the URL fragment the server prints (`/#token=...`, never sent to the
+// server) or from the form, and is kept for this tab only (sessionStorage). Every value from the
+// API is put on the page as text, never as HTML.
+"use strict";
+
+const REFRESH_MS = 2000;
+const KEY = "iotstream.token";
+
+function token() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.get("token")) {
+    sessionStorage.setItem(KEY, hash.get("token"));
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem(KEY);
+}
+
+async function api(path, method) {
+  const r = await fetch(path, {
+    method: method || "GET",
+    headers: { Authorization: "Bearer " + token() },
+  });
+  if (r.status === 401) {
+    sessionStorage.removeItem(KEY);
+    throw new Error("unauthorized");
+  }
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+
+function cell(row, text, cls) {
+  const td = row.insertCell();
+  td.textContent = text === undefined || text === null ? "" : String(text);
+  if (cls) td.className = cls;
+  return td;
+}
+
+function when(ts) {
+  return ts ? new Date(ts).toLocaleTimeString() : "";
+}
+
+// What each table shows now: it is redrawn only when that changes, so a button is not
+// replaced under the pointer every refresh.
+const shown = {};
+
+function fill(table, rows, render) {
+  const json = JSON.stringify(rows);
+  if (shown[table] === json) return;
+  shown[table] = json;
+  const body = document.querySelector(table + " tbody");
+  body.replaceChildren();
+  for (const item of rows) render(body.insertRow(), item);
+}
+
+function renderAlert(row, a) {
+  cell(row, when(a.openedAt));
+  cell(row, a.severity, a.severity);
+  cell(row, a.deviceId);
+  cell(row, a.rule);
+  const what = cell(row, a.message);
+  const advice = document.createElement("small");
+  advice.textContent = a.recommendation;
+  what.append(document.createElement("br"), advice);
+  const act = row.insertCell();
+  if (a.state === "active") {
+    const b = document.createElement("button");
+    b.textContent = "acknowledge";
+    b.onclick = () => api("/api/alerts/" + encodeURIComponent(a.id) + "/ack", "POST").then(refresh, show);
+    act.append(b);
+  } else {
+    act.textContent = a.state;
+  }
+}
+
+function renderDevice(row, d) {
+  cell(row, d.deviceId);
+  cell(row, when(d.lastSeen));
+  const values = Object.entries(d.metrics || {}).map(([k, v]) => k + " " + v);
+  cell(row, values.join(", "));
+  cell(row, d.activeAlerts || "");
+}
+
+function show(e) {
+  document.getElementById("status").textContent = e instanceof Error ? e.message : String(e);
+  if (!sessionStorage.getItem(KEY)) login();
+}
+
+async function refresh() {
+  const [alerts, devices, forecasts] = await Promise.all([
+    api("/api/alerts?state=active&limit=200"),
+    api("/api/devices"),
+    api("/api/forecasts?limit=10"),
+  ]);
+  fill("#alerts", alerts.alerts, renderAlert);
+  document.getElementById("alert-count").textContent = "(" + alerts.alerts.length + ")";
+  fill("#devices", devices.devices, renderDevice);
+  document.getElementById("device-count").textContent = "(" + devices.devices.length + ")";
+  const list = document.getElementById("forecasts");
+  list.replaceChildren(
+    ...forecasts.forecasts.map((f) => {
+      const li = document.createElement("li");
+      li.textContent = when(f.at) + " " + f.message;
+      return li;
+    }),
+  );
+  document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
+}
+
+function login() {
+  document.getElementById("board").hidden = true;
+  document.getElementById("login").hidden = false;
+}
+
+let running = false;
+
+function start() {
+  document.getElementById("login").hidden = true;
+  document.getElementById("board").hidden = false;
+  if (running) return;
+  running = true;
+  const tick = () => {
+    if (!sessionStorage.getItem(KEY)) {
+      running = false;
+      return;
+    }
+    refresh().catch(show).finally(() => setTimeout(tick, REFRESH_MS));
+  };
+  tick();
+}
+
+document.getElementById("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY, document.getElementById("token").value.trim());
+  start();
+});
+
+if (token()) start();
+else login();
