@@ -1,0 +1,66 @@
+//! The dashboard in a real browser (Chromium driven by playwright-core, `tests/browser/`): open
+//! the address `up` prints, see the device and its alert, acknowledge it, and be asked for the
+//! token again when it is wrong; no error in the browser's console.
+//! Needs `scripts/services` (run by `scripts/test`) for the browser; a missing one FAILS the test.
+#![cfg(feature = "integration")]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_an_alert_that_a_click_acknowledges() {
+    let need = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run through scripts/services or ./scripts/test"))
+    };
+    let (chromium, node_path) = (need("IOTSTREAM_TEST_CHROMIUM"), need("IOTSTREAM_TEST_NODE_PATH"));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], None).await;
+    let (ok, _, _) = cli(dir.path(), &["devices", "add", "pump-1"]);
+    assert!(ok);
+    let hot = json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}});
+    assert_eq!(server.send_as("pump-1", &hot).await, 202);
+    server
+        .eventually("/api/alerts?state=active", 20, |v| v["alerts"][0].is_object())
+        .await;
+
+    let url = format!("{}/#token={ADMIN}", server.url);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.js"))
+            .arg(url)
+            .env("NODE_PATH", node_path)
+            .env("IOTSTREAM_TEST_CHROMIUM", chromium)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(seen["failure"].is_null(), "{seen}");
+    assert!(
+        !seen["urlAfterLoad"].as_str().unwrap().contains("token"),
+        "the token leaves the address bar: {seen}"
+    );
+    assert!(seen["devices"].as_str().unwrap().contains("pump-1"), "{seen}");
+    assert!(
+        seen["devices"].as_str().unwrap().contains("temperature 91.2"),
+        "{seen}"
+    );
+    let alerts = seen["alerts"].as_str().unwrap();
+    assert!(
+        alerts.contains("overheat") && alerts.contains("critical"),
+        "{seen}"
+    );
+    assert!(alerts.contains("temperature on pump-1 is 91.2"), "{seen}");
+    assert_eq!(seen["alertsAfterAck"], "(0)", "{seen}");
+    let acked = server.get("/api/alerts?state=acknowledged").await;
+    assert_eq!(acked["alerts"][0]["rule"], "overheat");
+    assert_eq!(seen["wrongTokenShowsLogin"], true, "{seen}");
+    assert_eq!(seen["wrongTokenHidesBoard"], true, "{seen}");
+    assert_eq!(seen["errors"], json!([]), "the browser's console: {seen}");
+}
