@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (Chromium driven by playwright-core, `tests/browser/`): open
-//! the address `up` prints, see the device and its alert, acknowledge it, and be asked for the
-//! token again when it is wrong; no error in the browser's console.
+//! the address `up` prints, see the device and its alert (first, among more devices than the
+//! page shows), acknowledge it, and be asked for the token again when it is wrong; no error in
+//! the browser's console.
 //! Needs `scripts/services` (run by `scripts/test`) for the browser; a missing one FAILS the test.
 #![cfg(feature = "integration")]
 
@@ -18,6 +19,18 @@ async fn the_dashboard_shows_an_alert_that_a_click_acknowledges() {
     let (chromium, node_path) = (need("IOTSTREAM_TEST_CHROMIUM"), need("IOTSTREAM_TEST_NODE_PATH"));
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[], None).await;
+    // A fleet larger than the page shows (200): the device with an alert must still be on it.
+    for i in 0..210 {
+        let r = server
+            .client
+            .post(format!("{}/api/devices", server.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"deviceId": format!("idle-{i:03}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
     let (ok, _, _) = cli(dir.path(), &["devices", "add", "pump-1"]);
     assert!(ok);
     let hot = json!({"deviceId": "pump-1", "metrics": {"temperature": 91.2}});
@@ -46,7 +59,12 @@ async fn the_dashboard_shows_an_alert_that_a_click_acknowledges() {
         !seen["urlAfterLoad"].as_str().unwrap().contains("token"),
         "the token leaves the address bar: {seen}"
     );
-    assert!(seen["devices"].as_str().unwrap().contains("pump-1"), "{seen}");
+    assert!(
+        seen["devices"].as_str().unwrap().starts_with("pump-1"),
+        "first: {seen}"
+    );
+    // 210 idle devices, demo-1 and pump-1.
+    assert_eq!(seen["deviceCount"], "(200 of 212)", "{seen}");
     assert!(
         seen["devices"].as_str().unwrap().contains("temperature 91.2"),
         "{seen}"

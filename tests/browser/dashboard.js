@@ -27,6 +27,7 @@ const { chromium } = require("playwright-core");
     );
     seen.urlAfterLoad = page.url();
     seen.devices = await page.textContent("#devices tbody");
+    seen.deviceCount = await page.textContent("#device-count");
     seen.alerts = await page.textContent("#alerts tbody");
     await page.click("#alerts button");
     await page.waitForFunction(() => document.querySelectorAll("#alerts tbody tr").length === 0, null, { timeout: 15000 });

@@ -6,6 +6,7 @@
 "use strict";
 
 const REFRESH_MS = 2000;
+const MAX_DEVICES = 200;
 const KEY = "iotstream.token";
 
 function token() {
@@ -95,8 +96,13 @@ async function refresh() {
   ]);
   fill("#alerts", alerts.alerts, renderAlert);
   document.getElementById("alert-count").textContent = "(" + alerts.alerts.length + ")";
-  fill("#devices", devices.devices, renderDevice);
-  document.getElementById("device-count").textContent = "(" + devices.devices.length + ")";
+  // A fleet can be thousands: the devices with open alerts first, then the most recently seen.
+  const all = devices.devices.slice().sort(
+    (x, y) => (y.activeAlerts || 0) - (x.activeAlerts || 0) || String(y.lastSeen).localeCompare(String(x.lastSeen)),
+  );
+  fill("#devices", all.slice(0, MAX_DEVICES), renderDevice);
+  document.getElementById("device-count").textContent =
+    all.length > MAX_DEVICES ? "(" + MAX_DEVICES + " of " + all.length + ")" : "(" + all.length + ")";
   const list = document.getElementById("forecasts");
   list.replaceChildren(
     ...forecasts.forecasts.map((f) => {
