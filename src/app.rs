@@ -93,6 +93,8 @@ pub struct AppState {
     pub master_key: Secret,
     pub metrics: PrometheusHandle,
     pub notify_wake: Arc<Notify>,
+    /// Listeners of `GET /api/stream` and the poller that feeds them.
+    pub live: crate::http::stream::Hub,
 }
 
 impl AppState {
@@ -195,6 +197,7 @@ impl Pipeline {
             master_key: cfg.master_key.clone(),
             metrics: metrics_handle(),
             notify_wake: Arc::new(Notify::new()),
+            live: Default::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         let tasks = workers::spawn_all(&state, &cfg, rx).await?;

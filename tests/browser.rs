@@ -1,7 +1,8 @@
 //! The dashboard in a real browser (Chromium driven by playwright-core, `tests/browser/`): open
 //! the address `up` prints, see the device and its alert (first, among more devices than the
-//! page shows), acknowledge it, and be asked for the token again when it is wrong; no error in
-//! the browser's console.
+//! page shows), see a new reading arrive live (through `/api/stream`, well before the next poll),
+//! acknowledge the alert, and be asked for the token again when it is wrong; no error in the
+//! browser's console.
 //! Needs `scripts/services` (run by `scripts/test`) for the browser; a missing one FAILS the test.
 #![cfg(feature = "integration")]
 
@@ -40,20 +41,35 @@ async fn the_dashboard_shows_an_alert_that_a_click_acknowledges() {
         .await;
 
     let url = format!("{}/#token={ADMIN}", server.url);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.js"))
-            .arg(url)
-            .env("NODE_PATH", node_path)
-            .env("IOTSTREAM_TEST_CHROMIUM", chromium)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let mut node = std::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.js"))
+        .arg(url)
+        .env("NODE_PATH", node_path)
+        .env("IOTSTREAM_TEST_CHROMIUM", chromium)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = || {
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("node said nothing")
+    };
+    let mut line = next_line();
+    if line.contains("\"ready\"") {
+        // The page is up: a new reading must reach it live.
+        let warmer = json!({"deviceId": "pump-1", "metrics": {"temperature": 92.5}});
+        assert_eq!(server.send_as("pump-1", &warmer).await, 202);
+        line = next_line();
+    }
+    assert!(node.wait().unwrap().success());
+    let seen: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert!(seen["failure"].is_null(), "{seen}");
     assert!(
         !seen["urlAfterLoad"].as_str().unwrap().contains("token"),
@@ -75,6 +91,7 @@ async fn the_dashboard_shows_an_alert_that_a_click_acknowledges() {
         "{seen}"
     );
     assert!(alerts.contains("temperature on pump-1 is 91.2"), "{seen}");
+    assert!(seen["liveUpdateMs"].as_u64().unwrap() < 5_000, "{seen}");
     assert_eq!(seen["alertsAfterAck"], "(0)", "{seen}");
     let acked = server.get("/api/alerts?state=acknowledged").await;
     assert_eq!(acked["alerts"][0]["rule"], "overheat");

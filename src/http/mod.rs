@@ -5,6 +5,7 @@ mod devices;
 pub mod error;
 mod insights;
 mod query;
+pub mod stream;
 
 use crate::app::AppState;
 use axum::Router;
@@ -52,6 +53,7 @@ pub fn router_for(state: Arc<AppState>, functions: crate::app::Functions) -> Rou
     if functions.web {
         router = router
             .merge(admin)
+            .route("/api/stream", get(stream::stream))
             .route("/", get(dashboard::page))
             .route("/dashboard.js", get(dashboard::script))
             .route("/dashboard.css", get(dashboard::style));

@@ -28,6 +28,16 @@ const { chromium } = require("playwright-core");
     seen.urlAfterLoad = page.url();
     seen.devices = await page.textContent("#devices tbody");
     seen.deviceCount = await page.textContent("#device-count");
+    // Live: the test sends pump-1 a new reading once told we are ready; it must show within 5 s,
+    // well before the 10 s poll (so through the stream).
+    console.log(JSON.stringify({ ready: true }));
+    const t = Date.now();
+    await page.waitForFunction(
+      () => document.querySelector("#devices tbody").textContent.includes("temperature 92.5"),
+      null,
+      { timeout: 5000 },
+    );
+    seen.liveUpdateMs = Date.now() - t;
     seen.alerts = await page.textContent("#alerts tbody");
     await page.click("#alerts button");
     await page.waitForFunction(() => document.querySelectorAll("#alerts tbody tr").length === 0, null, { timeout: 15000 });

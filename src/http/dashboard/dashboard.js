@@ -1,11 +1,12 @@
 // The iotstream dashboard: active alerts (with acknowledge), devices with their latest values,
-// and recent forecasts, refreshed every 2 s from the query API with the admin token.
+// and recent forecasts, read from the query API with the admin token: again within a moment of
+// every live update (`/api/stream`, Server-Sent Events), and every 10 s whatever happens.
 // The token comes from the URL fragment the server prints (`/#token=...`, never sent to the
 // server) or from the form, and is kept for this tab only (sessionStorage). Every value from the
 // API is put on the page as text, never as HTML.
 "use strict";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = 10000;
 const MAX_DEVICES = 200;
 const KEY = "iotstream.token";
 
@@ -85,7 +86,10 @@ function renderDevice(row, d) {
 
 function show(e) {
   document.getElementById("status").textContent = e instanceof Error ? e.message : String(e);
-  if (!sessionStorage.getItem(KEY)) login();
+  if (!sessionStorage.getItem(KEY)) {
+    unfollow();
+    login();
+  }
 }
 
 async function refresh() {
@@ -119,6 +123,29 @@ function login() {
   document.getElementById("login").hidden = false;
 }
 
+// Live updates: each one asks for a refresh, at most one per 300 ms. Opened once the token has
+// worked; the browser reconnects by itself after a network error.
+let source = null;
+let pending = null;
+
+function follow() {
+  if (source || typeof EventSource === "undefined") return;
+  source = new EventSource("/api/stream?token=" + encodeURIComponent(token()));
+  const soon = () => {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      refresh().catch(show);
+    }, 300);
+  };
+  for (const name of ["alert", "latest", "forecast", "lagged"]) source.addEventListener(name, soon);
+}
+
+function unfollow() {
+  if (source) source.close();
+  source = null;
+}
+
 let running = false;
 
 function start() {
@@ -129,9 +156,12 @@ function start() {
   const tick = () => {
     if (!sessionStorage.getItem(KEY)) {
       running = false;
+      unfollow();
       return;
     }
-    refresh().catch(show).finally(() => setTimeout(tick, REFRESH_MS));
+    refresh()
+      .then(follow, show)
+      .finally(() => setTimeout(tick, REFRESH_MS));
   };
   tick();
 }

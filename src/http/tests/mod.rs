@@ -10,6 +10,7 @@ mod functions;
 mod insights;
 mod pipeline;
 mod restart;
+mod stream;
 mod telemetry;
 
 use crate::app::{Config, Pipeline};
