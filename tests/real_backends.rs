@@ -200,6 +200,15 @@ async fn run_splits_the_pipeline_over_processes() {
     .await;
     let pump = env.device("pump");
     let token = env.provision(dir.path(), &pump);
+    // The live stream of the web process, fed from PostgreSQL what another process wrote there.
+    let mut live = reqwest::Client::new()
+        .get(format!("{}/api/stream?token={ADMIN}&deviceId={pump}", front.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    // Its poller's first round takes the state as it is; changes after it are events.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let body = json!({"deviceId": pump, "metrics": {"temperature": 95.0}});
     assert_eq!(post(&front.client, &front.url, &token, &body).await, 202);
     receiver
@@ -215,6 +224,22 @@ async fn run_splits_the_pipeline_over_processes() {
         })
         .await;
     assert_eq!(alerts["alerts"].as_array().map(Vec::len), Some(1), "{alerts}");
+    let mut events = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !events.contains("event: alert") {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no alert event on /api/stream within 30 s: {events}"))
+            .unwrap()
+            .expect("the stream ended");
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let alert_event = events.split("event: alert").nth(1).unwrap();
+    assert!(
+        alert_event.contains(&format!("\"deviceId\":\"{pump}\"")),
+        "{events}"
+    );
+    assert!(alert_event.contains("\"state\":\"active\""), "{events}");
     // The workers process serves only the operations endpoints.
     let r = _workers
         .client
