@@ -61,7 +61,7 @@ struct Signal {
     excursion: u32,
 }
 
-/// Period of the temperature cycle, in readings (seconds): slow, like a real one. (A cycle of
+/// Period of the temperature cycle, in seconds of the clock: slow, like a real one. (A cycle of
 /// minutes is a ramp of several noise widths a minute, which the level-shift detector rightly
 /// reports as shifts, on every device.)
 const CYCLE: f64 = 3_600.0;

@@ -72,18 +72,25 @@ pub fn router_for(state: Arc<AppState>, functions: crate::app::Functions) -> Rou
 
 /// `Authorization: Bearer <admin token>`, compared in constant time.
 async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+    if is_admin(&state, bearer(req.headers())) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if iotstream_core::sas::secrets_equal(t.as_bytes(), state.admin_token.expose()) => {
-            next.run(req).await
-        }
-        _ => ApiError::unauthorized().into_response(),
-    }
+        .map(str::trim)
+}
+
+/// Whether `presented` is the admin token (compared in constant time).
+fn is_admin(state: &AppState, presented: Option<&str>) -> bool {
+    presented.is_some_and(|t| iotstream_core::sas::secrets_equal(t.as_bytes(), state.admin_token.expose()))
 }
 
 /// `POST /api/telemetry`: the ingest function behind HTTP.

@@ -6,7 +6,7 @@ use crate::app::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use iotstream_core::ports::{AckOutcome, DeviceRecord};
+use iotstream_core::ports::{AckOutcome, DeviceRecord, PortResult, ResultsStore};
 use iotstream_core::ts::parse_duration_ms;
 use iotstream_core::{Alert, AlertState, DeviceId, FieldError, LatestState, Ts};
 use serde::Deserialize;
@@ -28,14 +28,13 @@ fn device_json(rec: &DeviceRecord, latest: Option<&LatestState>, open_alerts: us
 }
 
 /// Alerts that are not resolved (active or acknowledged), per device.
-async fn open_alerts(state: &AppState, device: Option<&DeviceId>) -> Result<Vec<Alert>, ApiError> {
-    let mut open = state
-        .results()
-        .alerts(Some(AlertState::Active), device, 10_000)
-        .await?;
+pub(super) async fn open_alerts(
+    results: &dyn ResultsStore,
+    device: Option<&DeviceId>,
+) -> PortResult<Vec<Alert>> {
+    let mut open = results.alerts(Some(AlertState::Active), device, 10_000).await?;
     open.extend(
-        state
-            .results()
+        results
             .alerts(Some(AlertState::Acknowledged), device, 10_000)
             .await?,
     );
@@ -52,7 +51,7 @@ pub async fn list_devices(State(state): State<Arc<AppState>>) -> Result<Json<Val
         .map(|l| (l.device_id.clone(), l))
         .collect();
     let mut counts: HashMap<DeviceId, usize> = HashMap::new();
-    for a in open_alerts(&state, None).await? {
+    for a in open_alerts(state.results().as_ref(), None).await? {
         *counts.entry(a.device_id).or_default() += 1;
     }
     let items: Vec<Value> = devices
@@ -95,7 +94,7 @@ pub async fn device(
         Ok(Some(l)) => Some(l),
         _ => state.results().latest(&id).await?,
     };
-    let mut alerts = open_alerts(&state, Some(&id)).await?;
+    let mut alerts = open_alerts(state.results().as_ref(), Some(&id)).await?;
     alerts.sort_by_key(|a| std::cmp::Reverse(a.opened_at));
     let mut body = device_json(&rec, latest.as_ref(), alerts.len());
     body["alerts"] = json!(alerts);

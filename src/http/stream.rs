@@ -17,7 +17,7 @@ use super::error::ApiError;
 use crate::app::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use iotstream_core::{AlertState, DeviceId, PortError, Ts};
@@ -107,12 +107,7 @@ async fn round(state: &AppState, before: Option<&Seen>) -> Result<(Seen, Vec<Upd
     let results = state.results();
     let mut now = Seen::default();
     let mut updates = Vec::new();
-    let mut open = results.alerts(Some(AlertState::Active), None, 10_000).await?;
-    open.extend(
-        results
-            .alerts(Some(AlertState::Acknowledged), None, 10_000)
-            .await?,
-    );
+    let open = super::query::open_alerts(results.as_ref(), None).await?;
     for a in open {
         let json: Arc<str> = serde_json::to_string(&a).unwrap_or_default().into();
         if before.is_some_and(|b| b.alerts.get(&a.id) != Some(&json)) {
@@ -175,14 +170,8 @@ pub async fn stream(
     let Ok(Query(q)) = q else {
         return ApiError::bad_request("invalid_query", "invalid stream query").into_response();
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or(q.token.as_deref());
-    let admitted = presented
-        .is_some_and(|t| iotstream_core::sas::secrets_equal(t.as_bytes(), state.admin_token.expose()));
+    // `?token=` because a browser's EventSource cannot send the header.
+    let admitted = super::is_admin(&state, super::bearer(&headers).or(q.token.as_deref()));
     if !admitted {
         return ApiError::unauthorized().into_response();
     }

@@ -167,15 +167,11 @@ mod tests {
                 .count(),
             1
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.ndjson");
-        std::fs::write(
-            &path,
-            format!("{nd}{{\"deviceId\":\"a b\",\"metrics\":{{\"value\":1}}}}\n"),
-        )
-        .unwrap();
-        let err = run(&path, Rules::from_toml(RULE).unwrap(), false, &mut Vec::new()).unwrap_err();
-        assert!(format!("{err:#}").contains("bad.ndjson:2"), "{err:#}");
+        let err = replay_err(
+            "bad.ndjson",
+            &format!("{nd}{{\"deviceId\":\"a b\",\"metrics\":{{\"value\":1}}}}\n"),
+        );
+        assert!(err.contains("bad.ndjson:2"), "{err}");
         assert!(csv_columns::parse_time("yesterday").is_err());
     }
 
