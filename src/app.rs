@@ -165,7 +165,7 @@ fn prometheus() -> PrometheusBuilder {
 /// A running pipeline: the HTTP state plus the background workers.
 pub struct Pipeline {
     pub state: Arc<AppState>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -203,9 +203,28 @@ impl Pipeline {
         let tasks = workers::spawn_all(&state, &cfg, rx).await?;
         Ok(Pipeline {
             state,
-            shutdown,
+            shutdown: Arc::new(shutdown),
             tasks,
         })
+    }
+
+    /// Turns true when the pipeline is asked to stop (for tasks started beside the workers).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Asks every task to stop, without waiting (e.g. before the HTTP server drains its requests,
+    /// so a request waiting on a backend that is down gives up).
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let shutdown = self.shutdown.clone();
+        move || {
+            let _ = shutdown.send(true);
+        }
+    }
+
+    /// A task [`Pipeline::shutdown`] waits for, like the workers.
+    pub fn add_task(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
     }
 
     /// Stops the workers: each finishes its current batch, commits, and (analyze) checkpoints.

@@ -27,6 +27,9 @@ pub enum Command {
     /// consumers of the bus for analyze, process and notify; /healthz, /readyz and /metrics on
     /// --listen in every case. Stops on SIGTERM after finishing and committing the current batch.
     Run(RunArgs),
+    /// The Azure Functions custom handler: answers the Functions host's invocations of ingest,
+    /// analyze, process and notify on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (host.json starts it).
+    Serve(ServeArgs),
     /// Provision and manage devices.
     Devices(DevicesArgs),
     /// Create what the configured backends need (tables, topics). Idempotent.
@@ -98,6 +101,22 @@ pub struct RunArgs {
     pub functions: Vec<FunctionName>,
     #[command(flatten)]
     pub up: UpArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The port the Functions host calls (it sets FUNCTIONS_CUSTOMHANDLER_PORT); the handler
+    /// listens on 127.0.0.1 only.
+    #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+    pub port: u16,
+    /// Rules file (TOML, CONTRACT §5); built-in defaults when unset.
+    #[arg(long, env = "IOTSTREAM_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Requests per second allowed per device (burst: twice that); 0 for no limit.
+    #[arg(long, env = "IOTSTREAM_DEVICE_RATE_LIMIT", default_value_t = 1000)]
+    pub device_rate_limit: u32,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod devices;
 mod http;
 mod replay;
 mod secrets;
+mod serve;
 mod sim_cmd;
 mod simulate;
 mod workers;
@@ -64,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             up(args.up, f).await
         }
+        Some(Command::Serve(args)) => serve_cmd(args).await,
         Some(Command::Devices(args)) => devices_cmd(args.command).await,
         Some(Command::Simulate(args)) => sim_cmd::run(args).await,
         Some(Command::Replay { file, rules, scores }) => {
@@ -124,10 +126,16 @@ fn retry_policy(max_attempts: Option<&str>) -> anyhow::Result<iotstream_notify::
     Ok(policy)
 }
 
-/// `up` (every function) and `run FUNCTION...` (some).
-async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
-    let data_dir = args.state.data_dir.clone();
-    let rules = load_rules(args.rules.as_deref())?;
+/// The configuration `up`, `run` and `serve` share; true when the admin token was generated.
+fn config(
+    state: &StateArgs,
+    rules: Option<&std::path::Path>,
+    retention: &str,
+    device_rate_limit: u32,
+    functions: app::Functions,
+) -> anyhow::Result<(app::Config, bool)> {
+    let data_dir = state.data_dir.clone();
+    let rules = load_rules(rules)?;
     let (admin_token, generated) = secrets::admin_token(&data_dir)?;
     let webhook = match std::env::var("IOTSTREAM_WEBHOOK_URL")
         .ok()
@@ -147,18 +155,65 @@ async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
     };
     let cfg = app::Config {
         functions,
-        urls: urls(&args.state),
+        urls: urls(state),
         master_key: secrets::master_key(&data_dir)?,
         max_in_flight_readings: 200_000,
-        retention: parse_retention(&args.retention)?,
+        retention: parse_retention(retention)?,
         data_dir,
         rules,
         webhook,
-        device_rate_limit: args.device_rate_limit,
+        device_rate_limit,
         retry: retry_policy(std::env::var("IOTSTREAM_WEBHOOK_MAX_ATTEMPTS").ok().as_deref())?,
         checkpoint_every: Duration::from_secs(1),
         admin_token,
     };
+    Ok((cfg, generated))
+}
+
+/// `serve`: the custom handler on the port the Functions host gave it, until SIGTERM.
+async fn serve_cmd(args: cli::ServeArgs) -> anyhow::Result<()> {
+    if args.state.bus_url.is_none() {
+        bail!(
+            "serve needs IOTSTREAM_BUS_URL (kafka://...): the Functions host's Kafka triggers read the topics ingest writes, and cannot read the embedded log"
+        );
+    }
+    let (cfg, _) = config(
+        &args.state,
+        args.rules.as_deref(),
+        "7d",
+        args.device_rate_limit,
+        app::Functions::NONE,
+    )?;
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (pipeline, handler) = serve::start(cfg).await?;
+    println!(
+        "iotstream serve: custom handler at http://{listen} (/ingest, /analyze, /process, /process-alerts, /notify)"
+    );
+    let stop = pipeline.stopper();
+    axum::serve(listener, serve::router(handler))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Invocations waiting on a backend that is down give up (the host delivers again).
+            stop();
+        })
+        .await?;
+    tracing::info!("stopping: finishing current invocations");
+    pipeline.shutdown().await;
+    Ok(())
+}
+
+/// `up` (every function) and `run FUNCTION...` (some).
+async fn up(args: UpArgs, functions: app::Functions) -> anyhow::Result<()> {
+    let (cfg, generated) = config(
+        &args.state,
+        args.rules.as_deref(),
+        &args.retention,
+        args.device_rate_limit,
+        functions,
+    )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -176,4 +176,4 @@ pub fn now() -> Ts {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

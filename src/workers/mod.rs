@@ -3,7 +3,7 @@
 //! run behind the Functions host and the Kafka consumers; only this loop is runner-specific.
 
 mod analyze;
-mod notify;
+pub mod notify;
 mod partitions;
 mod process;
 
@@ -73,13 +73,9 @@ pub async fn spawn_all(
     }
     // Retention runs beside the results writer (process): one pass per deployment of it.
     if f.process
-        && let Some(retention) = state.backends.retention.clone()
+        && let Some(task) = spawn_retention(state, cfg, shutdown.clone())
     {
-        tasks.push(tokio::spawn(run_retention(
-            retention,
-            cfg.retention,
-            shutdown.clone(),
-        )));
+        tasks.push(task);
     }
     if f.notify {
         match &cfg.webhook {
@@ -91,6 +87,16 @@ pub async fn spawn_all(
         }
     }
     Ok(tasks)
+}
+
+/// Starts retention when the backends have it (the embedded store).
+pub fn spawn_retention(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let retention = state.backends.retention.clone()?;
+    Some(tokio::spawn(run_retention(retention, cfg.retention, shutdown)))
 }
 
 /// How often retention runs.

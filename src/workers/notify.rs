@@ -25,6 +25,19 @@ pub async fn spawn(
         .subscribe(groups::NOTIFY, topics::ALERTS)
         .await
         .context("notify cannot subscribe")?;
+    let (sender, deliver) = spawn_delivery(state, cfg, webhook, shutdown.clone())?;
+    let consume = tokio::spawn(run_consumer(state.clone(), consumer, sender, shutdown));
+    Ok(vec![consume, deliver])
+}
+
+/// The delivery loop alone (`serve`, where the Functions host consumes `alerts`), and the sender
+/// fresh events go out with.
+pub fn spawn_delivery(
+    state: &Arc<AppState>,
+    cfg: &Config,
+    webhook: &Webhook,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Sender, JoinHandle<()>)> {
     let notifier: Arc<dyn Notifier> = Arc::new(
         iotstream_backends::WebhookNotifier::with_timeout(&webhook.url, Duration::from_secs(10))
             .context("invalid IOTSTREAM_WEBHOOK_URL")?,
@@ -35,19 +48,13 @@ pub async fn spawn(
         policy: cfg.retry,
         health: Arc::new(iotstream_notify::Health::default()),
     };
-    let consume = tokio::spawn(run_consumer(
-        state.clone(),
-        consumer,
-        sender.clone(),
-        shutdown.clone(),
-    ));
-    let deliver = tokio::spawn(run_delivery(state.clone(), sender, shutdown));
-    Ok(vec![consume, deliver])
+    let deliver = tokio::spawn(run_delivery(state.clone(), sender.clone(), shutdown));
+    Ok((sender, deliver))
 }
 
 /// What both loops send with.
 #[derive(Clone)]
-struct Sender {
+pub struct Sender {
     notifier: Arc<dyn Notifier>,
     secret: crate::secrets::Secret,
     policy: iotstream_notify::RetryPolicy,
@@ -55,6 +62,43 @@ struct Sender {
 }
 
 impl Sender {
+    /// Sends a batch's fresh events, then records them in the outbox, slice by slice: the
+    /// webhook does not wait for a commit. A crash before a slice's record re-sends that slice
+    /// (same delivery ids): the caller has not committed the batch, and slices recorded already
+    /// are skipped when it comes again. Retries while a backend fails; false when stopping.
+    pub async fn send_all(
+        &self,
+        state: &AppState,
+        events: &[iotstream_core::AlertEvent],
+        shutdown: &watch::Receiver<bool>,
+    ) -> bool {
+        let outbox = state.backends.outbox.clone();
+        let deps = self.deps(outbox.as_ref());
+        for slice in events.chunks(iotstream_notify::SLICE) {
+            let sent = retry_until("notify", shutdown, || {
+                let queue_only = self.health.failing();
+                iotstream_notify::send_fresh(&deps, slice, crate::app::now(), queue_only, rand::random::<f64>)
+            })
+            .await;
+            let Some(sent) = sent else {
+                return false;
+            };
+            self.health.observe(&sent.report);
+            let recorded = retry_until_ok("notify", shutdown, || {
+                sent.record(outbox.as_ref(), crate::app::now())
+            })
+            .await;
+            if !recorded {
+                return false;
+            }
+            iotstream_notify::record_alert_delay("recorded", slice);
+            if sent.leaves_pending() {
+                state.wake_notifier();
+            }
+        }
+        true
+    }
+
     fn deps<'a>(&'a self, outbox: &'a dyn iotstream_core::ports::Outbox) -> iotstream_notify::Deps<'a> {
         iotstream_notify::Deps {
             outbox,
@@ -71,8 +115,6 @@ async fn run_consumer(
     sender: Sender,
     shutdown: watch::Receiver<bool>,
 ) {
-    let outbox = state.backends.outbox.clone();
-    let deps = sender.deps(outbox.as_ref());
     let mut pacer = CommitPacer::new();
     loop {
         // No linger: notify is on the alert path.
@@ -89,30 +131,8 @@ async fn run_consumer(
         if !super::dead_letter_poison("notify", bus, &records, &poisoned, &shutdown).await {
             return;
         }
-        // Send first, then record: the webhook does not wait for a commit. A crash before the
-        // record re-sends the slice in flight (same delivery ids): the offsets are not
-        // committed yet, and the recorded slices are skipped when the batch comes again.
-        for slice in events.chunks(iotstream_notify::SLICE) {
-            let sent = retry_until("notify", &shutdown, || {
-                let queue_only = sender.health.failing();
-                iotstream_notify::send_fresh(&deps, slice, crate::app::now(), queue_only, rand::random::<f64>)
-            })
-            .await;
-            let Some(sent) = sent else {
-                return;
-            };
-            sender.health.observe(&sent.report);
-            let recorded = retry_until_ok("notify", &shutdown, || {
-                sent.record(outbox.as_ref(), crate::app::now())
-            })
-            .await;
-            if !recorded {
-                return;
-            }
-            iotstream_notify::record_alert_delay("recorded", slice);
-            if sent.leaves_pending() {
-                state.wake_notifier();
-            }
+        if !sender.send_all(&state, &events, &shutdown).await {
+            return;
         }
         if !pacer.done(consumer.as_mut(), &shutdown).await {
             return;
