@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `/ingest` | HTTP `POST /api/telemetry` | the request goes through the HTTP API's own router: SAS, validation, group commit; the client's status, headers and body come back as the `res` output |
 //! | `/analyze` | Kafka `telemetry` | per partition: the engine, then publish, then the partition's checkpoint ([`analyze`]) |
-//! | `/process`, `/process-alerts` | Kafka `insights`, `alerts` | results store and cache (by each record's topic) |
+//! | `/process`, `/process-alerts` | Kafka `insights`, `alerts` | results store and cache |
 //! | `/notify` | Kafka `alerts` | webhook first, then the outbox; a background loop retries from the outbox |
 //!
 //! An invocation answers 200 only when its side effects are durable; a backend that is down is
@@ -31,7 +31,6 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use iotstream_core::PortError;
 use iotstream_core::ports::{Delivered, Poisoned};
-use iotstream_core::topics;
 use payload::{Invocation, PayloadError, response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -49,6 +48,7 @@ pub struct Handler {
     http: Router,
     analyze: analyze::Analyzer,
     notify: Option<workers::notify::Sender>,
+    topic_prefix: Option<String>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -84,6 +84,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<(Pipeline, Arc<Handler>)> {
         analyze: analyze::Analyzer::new(cfg.rules.clone()),
         app,
         notify,
+        topic_prefix: cfg
+            .urls
+            .setting("IOTSTREAM_KAFKA_TOPIC_PREFIX")
+            .map(str::to_owned),
         shutdown: shutdown.clone(),
     });
     pipeline.add_task(tokio::spawn(analyze::tick_loop(handler.clone(), shutdown)));
@@ -96,8 +100,8 @@ pub fn router(handler: Arc<Handler>) -> Router {
         .route("/", get(|| async { "iotstream custom handler" }))
         .route("/ingest", post(ingest))
         .route("/analyze", post(analyze))
-        .route("/process", post(process))
-        .route("/process-alerts", post(process))
+        .route("/process", post(process_insights))
+        .route("/process-alerts", post(process_alerts))
         .route("/notify", post(notify))
         .layer(DefaultBodyLimit::max(MAX_INVOCATION_BYTES))
         .with_state(handler)
@@ -187,38 +191,36 @@ async fn ingest(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, 
 
 /// `/analyze`: the engine over each partition's records.
 async fn analyze(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
-    let records = Invocation::parse(&body)?.kafka_records()?;
+    let records = h.records(&body)?;
     let logs = h.analyze.invoke(&h, records).await?;
     Ok(done(&logs))
 }
 
-/// `/process`, `/process-alerts`: insights and alert transitions into the results store.
-async fn process(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
-    let records = Invocation::parse(&body)?.kafka_records()?;
-    let deps = iotstream_process::Deps {
-        results: h.app.backends.results.as_ref(),
-        cache: h.app.backends.cache.as_ref(),
-    };
-    let (insights, alerts): (Vec<Delivered>, Vec<Delivered>) =
-        records.into_iter().partition(|r| r.topic != topics::ALERTS);
-    if !insights.is_empty() {
-        let input = iotstream_process::Insights::decode(&insights);
-        h.dead_letter("process", &insights, &input.poisoned).await?;
-        h.retry("process", || iotstream_process::handle_insights(&input, &deps))
-            .await?;
-    }
-    if !alerts.is_empty() {
-        let (events, poisoned) = iotstream_process::decode_alerts(&alerts);
-        h.dead_letter("process", &alerts, &poisoned).await?;
-        h.retry("process", || iotstream_process::handle_alerts(&events, &deps))
-            .await?;
-    }
+/// `/process`: insights (windows, latest state, forecasts, late readings) into the results store.
+async fn process_insights(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
+    let records = h.records(&body)?;
+    let input = iotstream_process::Insights::decode(&records);
+    h.dead_letter("process", &records, &input.poisoned).await?;
+    let deps = h.process_deps();
+    h.retry("process", || iotstream_process::handle_insights(&input, &deps))
+        .await?;
+    Ok(done(&[]))
+}
+
+/// `/process-alerts`: alert transitions into the results store (applied monotonically).
+async fn process_alerts(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
+    let records = h.records(&body)?;
+    let (events, poisoned) = iotstream_process::decode_alerts(&records);
+    h.dead_letter("process", &records, &poisoned).await?;
+    let deps = h.process_deps();
+    h.retry("process", || iotstream_process::handle_alerts(&events, &deps))
+        .await?;
     Ok(done(&[]))
 }
 
 /// `/notify`: each slice sent, then recorded in the outbox (as the runner's notify loop).
 async fn notify(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
-    let records = Invocation::parse(&body)?.kafka_records()?;
+    let records = h.records(&body)?;
     let sender = h.notify.as_ref().ok_or(Failure::NoWebhook)?;
     let (events, poisoned) = iotstream_notify::decode(&records);
     iotstream_notify::record_alert_delay("received", &events);
@@ -232,6 +234,27 @@ async fn notify(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, 
 }
 
 impl Handler {
+    /// The Kafka records of an invocation, their topics named as the ports name them (without
+    /// `IOTSTREAM_KAFKA_TOPIC_PREFIX`, which the host's envelopes carry).
+    fn records(&self, body: &[u8]) -> Result<Vec<Delivered>, Failure> {
+        let mut records = Invocation::parse(body)?.kafka_records()?;
+        if let Some(prefix) = &self.topic_prefix {
+            for r in &mut records {
+                if let Some(topic) = r.topic.strip_prefix(prefix.as_str()) {
+                    r.topic = topic.to_string();
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn process_deps(&self) -> iotstream_process::Deps<'_> {
+        iotstream_process::Deps {
+            results: self.app.backends.results.as_ref(),
+            cache: self.app.backends.cache.as_ref(),
+        }
+    }
+
     /// Runs a side effect until it succeeds (a backend that is down holds the invocation, as it
     /// holds the runner's loop); fails only when the handler is stopping.
     async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Failure>

@@ -6,9 +6,9 @@
 use super::*;
 use crate::http::tests::config;
 use axum::http::StatusCode;
-use iotstream_core::DeviceId;
 use iotstream_core::ports::Consumer;
 use iotstream_core::sas::{decode_key, make_token};
+use iotstream_core::{DeviceId, topics};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -382,5 +382,75 @@ async fn notify_without_a_webhook_and_a_payload_of_another_shape_fail_the_invoca
     assert!(reply["Logs"][0].as_str().unwrap().contains("dataType"), "{reply}");
     let (status, _) = s.post("/process", json!("not an invocation")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+/// The function app's files (host.json, `functions/*/function.json`) and this handler agree: each
+/// function's folder name is a route here, each Kafka trigger hands over what [`payload`]
+/// decodes, and the host commits a batch's offsets only after a 200.
+#[tokio::test]
+async fn the_function_app_files_match_the_handler() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let host: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("host.json")).unwrap()).unwrap();
+    assert_eq!(
+        host["customHandler"]["description"]["arguments"],
+        json!(["serve"])
+    );
+    let kafka = &host["extensions"]["kafka"];
+    assert_eq!(
+        kafka["CommitOnFailure"],
+        json!(false),
+        "a failed invocation must not commit"
+    );
+    assert_eq!(kafka["MaxRetries"], json!(-1), "and is retried until it succeeds");
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_in(dir.path(), None).await;
+    let mut functions = Vec::new();
+    for entry in std::fs::read_dir(root.join("functions")).unwrap() {
+        let path = entry.unwrap().path().join("function.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let name = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let f: Value = serde_json::from_str(&text).unwrap();
+        let trigger = &f["bindings"][0];
+        match trigger["type"].as_str() {
+            Some("httpTrigger") => assert_eq!(trigger["name"], "req", "{name}"),
+            Some("kafkaTrigger") => {
+                assert_eq!(
+                    (trigger["cardinality"].as_str(), trigger["dataType"].as_str()),
+                    (Some("many"), Some("string")),
+                    "{name}: envelopes come only with dataType string"
+                );
+                assert!(
+                    trigger["consumerGroup"]
+                        .as_str()
+                        .is_some_and(|g| g.starts_with("iotstream-"))
+                );
+            }
+            other => panic!("{name}: unexpected trigger {other:?}"),
+        }
+        let (status, _) = s.post(&format!("/{name}"), json!("not an invocation")).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "/{name} is a route of the handler"
+        );
+        functions.push(name);
+    }
+    functions.sort();
+    assert_eq!(
+        functions,
+        ["analyze", "ingest", "notify", "process", "process-alerts"]
+    );
     s.stop().await;
 }
