@@ -18,7 +18,10 @@
 //!   retried) drops the partition's state, so the host's redelivery starts from the checkpoint.
 //!
 //! Processing time (silence, partial windows, latest state) needs no record: [`tick_loop`] ticks
-//! every partition once a second, publishes, and checkpoints when an alert changed.
+//! every partition once a second, publishes, and checkpoints when an alert changed. The host does
+//! not say when a rebalance moved a partition away, so before a tick's alerts go out the
+//! partition's checkpoint is read: if another instance has saved past this one's position, the
+//! partition is dropped here instead (its devices are quiet here, not silent).
 
 use super::{Failure, Handler};
 use iotstream_analyze::{Input, evaluate, publish, tick};
@@ -166,6 +169,16 @@ impl Analyzer {
                 continue;
             };
             let out = tick(&mut part.engine, crate::app::now());
+            if !out.alerts.is_empty() && moved_on(h, partition, part).await? {
+                // Another instance owns the partition now (a rebalance the host did not tell
+                // this one about): its devices are quiet *here*, not silent.
+                tracing::info!(
+                    partition,
+                    "another instance analyses this partition now; dropping its state here"
+                );
+                *guard = None;
+                continue;
+            }
             let bus = h.app.backends.bus.clone();
             let mut result = h.retry("analyze", || publish(&out, bus.as_ref())).await;
             if result.is_ok() && !out.alerts.is_empty() {
@@ -178,6 +191,21 @@ impl Analyzer {
         }
         Ok(())
     }
+}
+
+/// True when the partition's checkpoint is past this instance's state: another instance has
+/// analysed records of it since.
+async fn moved_on(h: &Handler, partition: u32, part: &Part) -> Result<bool, Failure> {
+    let store = h.app.backends.checkpoints.clone();
+    let name = key(partition);
+    let saved = h.retry("analyze", || store.load_checkpoint(&name)).await?;
+    let position = saved.and_then(|cp| {
+        cp.positions
+            .iter()
+            .find(|x| x.partition == partition)
+            .map(|x| x.next_offset)
+    });
+    Ok(position.is_some_and(|next| next > part.next))
 }
 
 async fn save(h: &Handler, partition: u32, part: &Part) -> Result<(), Failure> {

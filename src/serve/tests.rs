@@ -19,8 +19,12 @@ struct Serve {
 }
 
 async fn serve_in(dir: &std::path::Path, webhook: Option<crate::app::Webhook>) -> Serve {
+    serve_with(dir, |cfg| cfg.webhook = webhook).await
+}
+
+async fn serve_with(dir: &std::path::Path, f: impl FnOnce(&mut crate::app::Config)) -> Serve {
     let mut cfg = config(dir);
-    cfg.webhook = webhook;
+    f(&mut cfg);
     let (pipeline, handler) = start(cfg).await.unwrap();
     Serve {
         router: router(handler.clone()),
@@ -453,4 +457,50 @@ async fn the_function_app_files_match_the_handler() {
         ["analyze", "ingest", "notify", "process", "process-alerts"]
     );
     s.stop().await;
+}
+
+/// Silence needs no record: the tick raises it. Unless another instance has analysed the
+/// partition since (the host moved it without telling this one): then its devices are quiet
+/// here, not silent, and nothing is raised.
+#[tokio::test]
+async fn silence_comes_from_the_tick_but_not_for_a_partition_another_instance_took_over() {
+    let silence = "[[detectors]]\nkind='silence'\nfor='1s'\n";
+    for moved in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = serve_with(dir.path(), |cfg| {
+            cfg.rules = iotstream_core::rules::Rules::from_toml(silence).unwrap();
+        })
+        .await;
+        let token = s.device("pump-1").await;
+        s.ingest(Some(&token), Some(readings("pump-1", 0, &[70.0]))).await;
+        let mut telemetry = s.subscribe(topics::TELEMETRY).await;
+        let batch = take(telemetry.as_mut(), 1).await;
+        let (status, _) = s.post("/analyze", kafka_invocation(&batch)).await;
+        assert_eq!(status, StatusCode::OK);
+        if moved {
+            let name = format!("analyze/p{}", batch[0].partition);
+            let taken = iotstream_core::ports::Checkpoint {
+                positions: vec![iotstream_core::ports::Position {
+                    partition: batch[0].partition,
+                    next_offset: batch[0].offset + 10,
+                }],
+                state: Vec::new(),
+            };
+            s.handler
+                .app
+                .backends
+                .checkpoints
+                .save_checkpoint(&name, &taken)
+                .await
+                .unwrap();
+        }
+        let mut alerts = s.subscribe(topics::ALERTS).await;
+        let got = alerts.poll(10, Duration::from_secs(4)).await.unwrap();
+        let silent = got
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.value).contains("silence"));
+        assert_eq!(silent, !moved, "moved: {moved}, alerts: {got:?}");
+        drop((telemetry, alerts));
+        s.stop().await;
+    }
 }
