@@ -108,13 +108,16 @@ pub struct ServeArgs {
     /// The port the Functions host calls (it sets FUNCTIONS_CUSTOMHANDLER_PORT); the handler
     /// listens on 127.0.0.1 only.
     #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
-    pub port: u16,
+    pub port: Option<u16>,
     /// Rules file (TOML, CONTRACT §5); built-in defaults when unset.
     #[arg(long, env = "IOTSTREAM_RULES")]
     pub rules: Option<PathBuf>,
     /// Requests per second allowed per device (burst: twice that); 0 for no limit.
     #[arg(long, env = "IOTSTREAM_DEVICE_RATE_LIMIT", default_value_t = 1000)]
     pub device_rate_limit: u32,
+    /// How long finished results (resolved alerts, old windows) are kept (e.g. 7d, 30d).
+    #[arg(long, env = "IOTSTREAM_RETENTION", default_value = "7d")]
+    pub retention: String,
     #[command(flatten)]
     pub state: StateArgs,
 }

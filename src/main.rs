@@ -172,7 +172,17 @@ fn config(
 
 /// `serve`: the custom handler on the port the Functions host gave it, until SIGTERM.
 async fn serve_cmd(args: cli::ServeArgs) -> anyhow::Result<()> {
-    if args.state.bus_url.is_none() {
+    let Some(port) = args.port else {
+        bail!(
+            "serve is the Functions host's custom handler: the host sets FUNCTIONS_CUSTOMHANDLER_PORT (to run it by hand, pass --port)"
+        );
+    };
+    if !args
+        .state
+        .bus_url
+        .as_deref()
+        .is_some_and(|u| u.trim().starts_with("kafka"))
+    {
         bail!(
             "serve needs IOTSTREAM_BUS_URL (kafka://...): the Functions host's Kafka triggers read the topics ingest writes, and cannot read the embedded log"
         );
@@ -180,11 +190,11 @@ async fn serve_cmd(args: cli::ServeArgs) -> anyhow::Result<()> {
     let (cfg, _) = config(
         &args.state,
         args.rules.as_deref(),
-        "7d",
+        &args.retention,
         args.device_rate_limit,
         app::Functions::NONE,
     )?;
-    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

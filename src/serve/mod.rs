@@ -147,9 +147,15 @@ fn done(logs: &[String]) -> Response {
 /// `/ingest`: the HTTP trigger's request through the HTTP API; its response is the `res` output.
 async fn ingest(State(h): State<Arc<Handler>>, body: Bytes) -> Result<Response, Failure> {
     let req = Invocation::parse(&body)?.http_request()?;
+    // The function is the telemetry endpoint whatever route prefix the host has: only the query
+    // string of its URL is kept.
+    let query = req
+        .path
+        .split_once('?')
+        .map_or(String::new(), |(_, q)| format!("?{q}"));
     let mut builder = Request::builder()
         .method(req.method.as_str())
-        .uri(req.path.as_str());
+        .uri(format!("/api/telemetry{query}"));
     for (name, value) in &req.headers {
         // Hop-by-hop and length headers describe the host's request, not this one.
         if !["content-length", "transfer-encoding", "connection", "host"]

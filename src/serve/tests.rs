@@ -70,13 +70,14 @@ impl Serve {
         )
     }
 
-    /// What the HTTP trigger sends for a client's `POST /api/telemetry`.
+    /// What the HTTP trigger sends for a client's `POST /api/telemetry` (from a host whose
+    /// `routePrefix` is `iot`: the function is the telemetry endpoint whatever its URL).
     async fn ingest(&self, token: Option<&str>, body: Option<Value>) -> Value {
         let mut headers = json!({"Content-Type": ["application/json"]});
         if let Some(t) = token {
             headers["Authorization"] = json!([t]);
         }
-        let mut req = json!({"Url": "https://fn.example/api/telemetry", "Method": "POST", "Query": {}, "Headers": headers});
+        let mut req = json!({"Url": "https://fn.example/iot/telemetry?code=x", "Method": "POST", "Query": {}, "Headers": headers});
         if let Some(b) = body {
             req["Body"] = Value::String(b.to_string());
         }
