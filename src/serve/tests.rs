@@ -496,7 +496,7 @@ async fn silence_comes_from_the_tick_but_not_for_a_partition_another_instance_to
                 .unwrap();
         }
         let mut alerts = s.subscribe(topics::ALERTS).await;
-        let got = alerts.poll(10, Duration::from_secs(4)).await.unwrap();
+        let got = alerts.poll(10, Duration::from_secs(8)).await.unwrap();
         let silent = got
             .iter()
             .any(|r| String::from_utf8_lossy(&r.value).contains("silence"));
