@@ -24,6 +24,7 @@
 //! partition is dropped here instead (its devices are quiet here, not silent).
 
 use super::{Failure, Handler};
+use crate::workers::partitions::{absorb, key, position};
 use iotstream_analyze::{Input, evaluate, publish, tick};
 use iotstream_core::engine::Engine;
 use iotstream_core::ports::{Checkpoint, Delivered, Position};
@@ -44,10 +45,6 @@ type Slot = Arc<tokio::sync::Mutex<Option<Part>>>;
 pub struct Analyzer {
     rules: Rules,
     parts: Mutex<BTreeMap<u32, Slot>>,
-}
-
-fn key(partition: u32) -> String {
-    format!("analyze/p{partition}")
 }
 
 impl Analyzer {
@@ -134,19 +131,9 @@ impl Analyzer {
         let name = key(partition);
         let loaded = h.retry("analyze", || store.load_checkpoint(&name)).await?;
         let mut engine = Engine::new(self.rules.clone());
-        let Some(cp) = loaded else {
+        let Some(next) = absorb(&mut engine, loaded, partition) else {
             return Ok(Part { engine, next: 0 });
         };
-        if let Err(e) = engine.absorb_at(&cp.state, crate::app::now()) {
-            // A checkpoint this build cannot read (an older format): start afresh, as the runner does.
-            tracing::warn!(partition, error = %e, "ignoring an unreadable analyze checkpoint");
-            return Ok(Part { engine, next: 0 });
-        }
-        let next = cp
-            .positions
-            .iter()
-            .find(|x| x.partition == partition)
-            .map_or(0, |x| x.next_offset);
         if first > next {
             metrics::counter!("iotstream_analyze_gaps_total").increment(1);
             let line = format!(
@@ -199,13 +186,7 @@ async fn moved_on(h: &Handler, partition: u32, part: &Part) -> Result<bool, Fail
     let store = h.app.backends.checkpoints.clone();
     let name = key(partition);
     let saved = h.retry("analyze", || store.load_checkpoint(&name)).await?;
-    let position = saved.and_then(|cp| {
-        cp.positions
-            .iter()
-            .find(|x| x.partition == partition)
-            .map(|x| x.next_offset)
-    });
-    Ok(position.is_some_and(|next| next > part.next))
+    Ok(saved.is_some_and(|cp| position(&cp, partition) > part.next))
 }
 
 async fn save(h: &Handler, partition: u32, part: &Part) -> Result<(), Failure> {

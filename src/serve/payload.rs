@@ -40,15 +40,15 @@ impl Invocation {
         })
     }
 
-    /// The value of the single input binding (trigger), whatever its name in function.json.
-    fn trigger(&self, preferred: &str) -> Result<&Value, PayloadError> {
-        if let Some(v) = self.data.get(preferred) {
+    /// The value of the single input binding (trigger), whatever its name in function.json. Taken,
+    /// not copied: a Kafka batch can be megabytes.
+    fn into_trigger(mut self, preferred: &str) -> Result<Value, PayloadError> {
+        if let Some(v) = self.data.remove(preferred) {
             return Ok(v);
         }
-        let mut values = self.data.values();
-        match (values.next(), values.next()) {
-            (Some(v), None) => Ok(v),
-            (None, _) => Err(bad("the invocation has no trigger data (Data is empty)")),
+        match self.data.len() {
+            1 => Ok(self.data.into_iter().next().expect("one value").1),
+            0 => Err(bad("the invocation has no trigger data (Data is empty)")),
             _ => Err(bad(format!(
                 "the invocation has several inputs and none is named {preferred:?}"
             ))),
@@ -56,8 +56,8 @@ impl Invocation {
     }
 
     /// The records of a Kafka trigger, in the order the host gave them.
-    pub fn kafka_records(&self) -> Result<Vec<Delivered>, PayloadError> {
-        let value = unwrap_text(self.trigger("events")?.clone());
+    pub fn kafka_records(self) -> Result<Vec<Delivered>, PayloadError> {
+        let value = unwrap_text(self.into_trigger("events")?);
         let items = match value {
             Value::Array(items) => items,
             one @ Value::Object(_) => vec![one],
@@ -76,8 +76,8 @@ impl Invocation {
     }
 
     /// The request of an HTTP trigger.
-    pub fn http_request(&self) -> Result<HttpRequest, PayloadError> {
-        let value = unwrap_text(self.trigger("req")?.clone());
+    pub fn http_request(self) -> Result<HttpRequest, PayloadError> {
+        let value = unwrap_text(self.into_trigger("req")?);
         let wire: WireRequest = serde_json::from_value(value)
             .map_err(|e| bad(format!("an HTTP trigger's request must have Url and Method: {e}")))?;
         let mut headers = Vec::new();

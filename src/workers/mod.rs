@@ -4,7 +4,7 @@
 
 mod analyze;
 pub mod notify;
-mod partitions;
+pub mod partitions;
 mod process;
 
 use crate::app::{AppState, Config};

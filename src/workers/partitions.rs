@@ -48,8 +48,32 @@ async fn pause(shutdown: &watch::Receiver<bool>, e: &PortError) -> anyhow::Resul
     Ok(())
 }
 
-fn key(partition: u32) -> String {
+/// The checkpoint entry of a partition's analyze state. `run analyze` and `serve` share it, and its
+/// format, so either runner can take over the other's partitions.
+pub fn key(partition: u32) -> String {
     format!("analyze/p{partition}")
+}
+
+/// The offset of the partition's first record a checkpoint does not reflect.
+pub fn position(cp: &Checkpoint, partition: u32) -> u64 {
+    cp.positions
+        .iter()
+        .find(|x| x.partition == partition)
+        .map_or(0, |x| x.next_offset)
+}
+
+/// Absorbs a partition's checkpoint into `engine`; returns the offset it resumes from, or `None`
+/// when there is none or this build cannot read it (an older format: the partition's state
+/// starts afresh rather than refuse to run).
+pub fn absorb(engine: &mut Engine, loaded: Option<Checkpoint>, partition: u32) -> Option<u64> {
+    let cp = loaded?;
+    match engine.absorb_at(&cp.state, crate::app::now()) {
+        Ok(()) => Some(position(&cp, partition)),
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "ignoring an unreadable analyze checkpoint");
+            None
+        }
+    }
 }
 
 /// Owned partitions and the offset below which their records are already in the engine state.
@@ -96,25 +120,7 @@ impl Owned {
             }
             let name = key(p);
             let loaded = retrying(shutdown, || store.load_checkpoint(&name)).await?;
-            let from = match loaded {
-                Some(cp) => {
-                    let at = cp
-                        .positions
-                        .iter()
-                        .find(|x| x.partition == p)
-                        .map_or(0, |x| x.next_offset);
-                    match engine.absorb_at(&cp.state, crate::app::now()) {
-                        Ok(()) => at,
-                        Err(e) => {
-                            // A checkpoint this build cannot read (an older format): start the
-                            // partition's state afresh rather than refuse to run.
-                            tracing::warn!(partition = p, error = %e, "ignoring an unreadable analyze checkpoint");
-                            0
-                        }
-                    }
-                }
-                None => 0,
-            };
+            let from = absorb(engine, loaded, p).unwrap_or(0);
             // Records from past the checkpoint's position (the consumer kept reading while the
             // partition was away, or ahead of what was checkpointed): go back to the position;
             // this batch's records of the partition come again after it.
