@@ -145,6 +145,10 @@ impl RedisCache {
     /// A cache on `url` (`redis://[:password@]host:port[/db]`, `rediss://` for TLS). Does not
     /// connect yet: a Redis that is down at start only degrades the cache.
     pub fn new(url: &str, settings: RedisSettings) -> PortResult<Self> {
+        // rustls is compiled with two crypto providers here (ring, and aws-lc-rs for other
+        // crates), so it cannot choose one by itself and a rediss:// connection would panic:
+        // name one for the process. Err means one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)
             .map_err(|e| PortError::config(format!("cache URL is not a Redis URL: {}", e.category())))?;
         let config = ConnectionManagerConfig::new()

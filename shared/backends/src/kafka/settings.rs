@@ -340,6 +340,32 @@ mod tests {
         assert!(!format!("{s:?}").contains("SECRET"));
     }
 
+    /// librdkafka refuses `sasl_ssl` when it was built without TLS ("OpenSSL not available at
+    /// build time"): the Event Hubs and Confluent settings must make clients it accepts.
+    #[test]
+    fn tls_settings_make_clients_librdkafka_accepts() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::producer::BaseProducer;
+        let cs = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=SECRET";
+        for settings in [
+            vec![("IOTSTREAM_KAFKA_EVENTHUBS_CONNECTION_STRING", cs)],
+            vec![
+                ("IOTSTREAM_KAFKA_SASL_USERNAME", "KEY"),
+                ("IOTSTREAM_KAFKA_SASL_PASSWORD", "SECRET"),
+                ("IOTSTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ],
+            vec![("IOTSTREAM_KAFKA_SECURITY_PROTOCOL", "ssl")],
+        ] {
+            let s = KafkaSettings::parse("kafka://127.0.0.1:9", &urls(&settings)).unwrap();
+            if let Err(e) = s.producer().create::<BaseProducer>() {
+                panic!("producer with {settings:?}: {e}");
+            }
+            if let Err(e) = s.consumer("analyze", "telemetry").create::<BaseConsumer>() {
+                panic!("consumer with {settings:?}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn confluent_style_sasl_and_passthrough_properties() {
         let s = KafkaSettings::parse(
