@@ -441,6 +441,25 @@ async fn the_function_app_files_match_the_handler() {
                         .as_str()
                         .is_some_and(|g| g.starts_with("iotstream-"))
                 );
+                // The extension's values (`SaslSsl`, `Plain`, ...) are not librdkafka's: the
+                // binding's settings must not be ones iotstream's own Kafka clients read.
+                let read_by_iotstream = include_str!("../../shared/backends/src/kafka/settings.rs");
+                for key in [
+                    "brokerList",
+                    "protocol",
+                    "authenticationMode",
+                    "username",
+                    "password",
+                ] {
+                    let setting = trigger[key]
+                        .as_str()
+                        .and_then(|v| v.strip_prefix('%')?.strip_suffix('%'))
+                        .unwrap_or_else(|| panic!("{name}: {key} is not a %setting%"));
+                    assert!(
+                        !read_by_iotstream.contains(&format!("\"{setting}\"")),
+                        "{name}: {key} is {setting}, which iotstream's Kafka clients read with another meaning"
+                    );
+                }
             }
             other => panic!("{name}: unexpected trigger {other:?}"),
         }
