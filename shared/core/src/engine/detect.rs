@@ -14,6 +14,10 @@
 //!   about 2e7 readings per side for independent normal noise (Siegmund's approximation:
 //!   `(e^(2k(h+1.166)) - 2k(h+1.166) - 1) / 2k^2`), one false alarm per ~6 years of a reading
 //!   every 10 s; a 3-sigma shift is found in about 7 readings, 1 sigma in about 32.
+//!   After a shift the level is re-learned (as in warm-up) against the scale from before it; a
+//!   level that moves on again meanwhile (5 readings in a row more than 6 sigmas off the mean
+//!   of the readings since the shift, on one side) is reported then and re-learning
+//!   starts over at it, instead of being found only once the re-learning is over.
 //! - [`Flat`]: the value has not moved more than a tolerance for N readings and T time.
 //! - [`Trend`]: exponentially weighted least squares of value on time, for forecasts.
 
@@ -25,6 +29,12 @@ const MAD_TO_SIGMA: f64 = 1.253_314;
 const CLIP: f64 = 3.0;
 /// CUSUM increments are clipped to this many sigmas, so a short spike cannot look like a shift.
 const CUSUM_CLIP: f64 = 3.0;
+/// While a shift's new level is re-learned: a reading this many sigmas (the scale from before
+/// the shift) off the level being learned is "far"...
+const RELEARN_FAR: f64 = 6.0;
+/// ...and this many far readings in a row on one side are the level moving on again, once
+/// the level has been learned from this many readings.
+const RELEARN_RUN: u32 = 5;
 
 /// `x.max(y)` for a `y` that is not NaN: the same result without `f64::max`'s NaN handling
 /// (several instructions on x86-64, and this runs a few times per value).
@@ -233,6 +243,14 @@ impl Spike {
     }
 }
 
+/// Level-shift state. While a shift's new level is re-learned the CUSUM is idle, and two of its
+/// fields carry the re-learning instead (the checkpoint format stays as it was, and a
+/// checkpoint from before this rule re-learns as it did then):
+/// - `base.mad` is the scale from before the shift, **negated**: the mark of this phase (a
+///   scale is never negative otherwise). It is not learned meanwhile: the first readings after
+///   a shift, off an adopted level that pre-shift readings can bias, would inflate it at once.
+/// - `hi_sum`/`hi_n` and `lo_sum`/`lo_n` are the sum and count of the current run of far
+///   readings above and below the level being learned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Shift {
     pub base: Baseline,
@@ -251,6 +269,9 @@ impl Shift {
     #[inline]
     pub fn step(&mut self, x: f64, h: f64, k: f64, warmup: u32, m: Memory) -> (Option<Signal>, f64) {
         if self.base.n < warmup {
+            if self.base.mad < 0.0 {
+                return self.relearn(x, k, warmup);
+            }
             self.base.learn_with(x, m, false, false);
             return (None, 0.0);
         }
@@ -275,8 +296,7 @@ impl Shift {
                 baseline: expect,
                 statistic: if hi >= lo { hi } else { -lo },
             };
-            self.base.adopt(level);
-            (self.hi, self.lo) = (0.0, 0.0);
+            self.adopt(level);
             return (Some(signal), stat);
         }
         // While evidence of a change builds up, the baseline holds still: learning the new
@@ -285,6 +305,67 @@ impl Shift {
             self.base.learn_warm(x, expect, sigma, m, false);
         }
         (None, stat)
+    }
+
+    /// Starts re-learning at `level`: the scale frozen (negated, see [`Shift`]), no far run, the
+    /// CUSUM at rest.
+    fn adopt(&mut self, level: f64) {
+        self.base.adopt(level);
+        self.base.mad = -self.base.mad.abs();
+        (self.hi, self.lo) = (0.0, 0.0);
+        (self.hi_sum, self.hi_n, self.lo_sum, self.lo_n) = (0.0, 0, 0.0, 0);
+    }
+
+    /// One reading while a shift's level is re-learned: the level is the mean of the readings
+    /// since the shift (the adopted estimate is only the reference for the first one: it can
+    /// include pre-shift readings, which would bias a 60-sigma step's level by 20 sigmas and
+    /// then, as a small leftover, make the CUSUM find a second shift later). Once that mean
+    /// holds [`RELEARN_RUN`] readings, a far reading joins its side's run, and a run of
+    /// [`RELEARN_RUN`] is reported as a shift to the run's mean, where re-learning starts over;
+    /// far readings are not learned (an outlier or the level moving on, neither is this level).
+    /// The statistic reported is the run's CUSUM increments, unclipped (each
+    /// at least `RELEARN_FAR - k`).
+    fn relearn(&mut self, x: f64, k: f64, warmup: u32) -> (Option<Signal>, f64) {
+        let sigma = Baseline {
+            mad: -self.base.mad,
+            ..self.base
+        }
+        .sigma();
+        let d = x - self.base.level;
+        let z = d / sigma;
+        // Readings since the shift (the adopted estimate counts as the first `n`).
+        let since = self.base.n - 1;
+        let settled = since >= RELEARN_RUN;
+        if settled && z.abs() > RELEARN_FAR {
+            let (sum, n, other_sum, other_n) = if z > 0.0 {
+                (&mut self.hi_sum, &mut self.hi_n, &mut self.lo_sum, &mut self.lo_n)
+            } else {
+                (&mut self.lo_sum, &mut self.lo_n, &mut self.hi_sum, &mut self.hi_n)
+            };
+            (*other_sum, *other_n) = (0.0, 0);
+            *sum += x;
+            *n += 1;
+            if *n >= RELEARN_RUN {
+                let level = *sum / *n as f64;
+                let run_z = (level - self.base.level) / sigma;
+                let signal = Signal {
+                    value: level,
+                    baseline: self.base.level,
+                    statistic: run_z.signum() * (run_z.abs() - k) * *n as f64,
+                };
+                self.adopt(level);
+                return (Some(signal), signal.statistic.abs());
+            }
+            return (None, 0.0);
+        }
+        (self.hi_sum, self.hi_n, self.lo_sum, self.lo_n) = (0.0, 0, 0.0, 0);
+        self.base.level += d / (since as f64 + 1.0);
+        self.base.n += 1;
+        if self.base.n >= warmup {
+            // Re-learnt: the scale learns again and the CUSUM takes over (its sums restart).
+            self.base.mad = -self.base.mad;
+        }
+        (None, 0.0)
     }
 }
 

@@ -244,3 +244,99 @@ fn the_branch_free_helpers_are_their_plain_definitions() {
         }
     }
 }
+
+/// An excursion: the level jumps, then comes back while the jump's level is still re-learned
+/// (the demo's overheating pumps). The return is reported within a few readings of it, not once
+/// the re-learning is over (30 readings, then the CUSUM against a level that averaged both), and
+/// nothing else fires.
+#[test]
+fn a_level_that_moves_back_during_re_learning_is_reported_within_a_few_readings() {
+    for seed in 0..20 {
+        let mut c = Shift::default();
+        let mut n = Noise::new(100 + seed);
+        let mut fired = vec![];
+        for i in 0..600 {
+            let level = if (300..322).contains(&i) { 40.0 } else { 20.0 };
+            if let (Some(sig), _) = c.step(level + n.normal(), 15.0, 0.5, 30, Memory::new(60)) {
+                fired.push((i, sig));
+            }
+        }
+        assert_eq!(fired.len(), 2, "seed {seed}: {fired:?}");
+        let ((up, first), (down, back)) = (fired[0], fired[1]);
+        assert!(
+            (300..310).contains(&up) && first.value > 25.0,
+            "seed {seed}: {fired:?}"
+        );
+        assert!(
+            (322..330).contains(&down),
+            "seed {seed}: the return found at {down}"
+        );
+        assert!(
+            (back.value - 20.0).abs() < 1.0 && (back.baseline - 40.0).abs() < 1.0 && back.statistic < -15.0,
+            "seed {seed}: {back:?}"
+        );
+    }
+}
+
+/// A step, however large, is one shift: the adopted level's bias (pre-shift readings in its
+/// estimate) settles before far readings count, and the re-learning reports nothing.
+#[test]
+fn a_step_is_reported_once_however_large() {
+    for seed in 0..20 {
+        for jump in [5.0, 20.0, 60.0, 100.0] {
+            let mut c = Shift::default();
+            let mut n = Noise::new(200 + seed);
+            let fired: Vec<usize> = (0..800)
+                .filter(|&i| {
+                    let x = if i < 300 { 0.0 } else { jump } + n.normal();
+                    c.step(x, 15.0, 0.5, 30, Memory::new(60)).0.is_some()
+                })
+                .collect();
+            assert_eq!(fired.len(), 1, "seed {seed}, a {jump}-sigma step: {fired:?}");
+        }
+    }
+}
+
+/// A spike while a shift is re-learned is an outlier, not a level: it neither fires nor drags
+/// the level (the next shift is measured from the right place).
+#[test]
+fn a_spike_during_re_learning_is_ignored() {
+    let mut c = Shift::default();
+    let mut n = Noise::new(7);
+    let mut fired = vec![];
+    for i in 0..700 {
+        let level = if i < 300 { 20.0 } else { 30.0 };
+        let x = if (320..323).contains(&i) {
+            1e6
+        } else {
+            level + n.normal()
+        };
+        if let (Some(sig), _) = c.step(x, 15.0, 0.5, 30, Memory::new(60)) {
+            fired.push((i, sig));
+        }
+    }
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert!(
+        (c.base.level - 30.0).abs() < 0.5 && c.base.mad > 0.0,
+        "{:?}",
+        c.base
+    );
+}
+
+/// A checkpoint written before re-learning had its own rule (scale not negated) re-learns as it
+/// did then: the scale keeps learning, nothing is reported early.
+#[test]
+fn a_checkpoint_from_before_re_learns_as_before() {
+    let mut c = Shift {
+        base: Baseline {
+            level: 40.0,
+            trend: 0.0,
+            mad: 0.8,
+            n: 5,
+        },
+        ..Shift::default()
+    };
+    let before = c.base.mad;
+    assert!(c.step(20.0, 15.0, 0.5, 30, Memory::new(60)).0.is_none());
+    assert!(c.base.mad > before, "the old rule learns the scale: {:?}", c.base);
+}
