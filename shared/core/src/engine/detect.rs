@@ -334,7 +334,7 @@ impl Shift {
         let d = x - self.base.level;
         let z = d / sigma;
         // Readings since the shift (the adopted estimate counts as the first `n`).
-        let since = self.base.n - 1;
+        let since = self.base.n.saturating_sub(1);
         let settled = since >= RELEARN_RUN;
         if settled && z.abs() > RELEARN_FAR {
             let (sum, n, other_sum, other_n) = if z > 0.0 {
