@@ -217,8 +217,9 @@ fn every_topic_has_an_event_hub_and_a_dead_letter_one() {
 }
 
 /// The manifests rendered as `kubectl apply -k infra/k8s` would apply them, with the example
-/// env files in place of the deployment's outputs.
-fn rendered() -> (Vec<Value>, String) {
+/// env files in place of the deployment's outputs, and the file they were written to (in a
+/// directory dropped with the returned guard).
+fn rendered() -> (Vec<Value>, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let k8s = root().join("infra/k8s");
     for entry in std::fs::read_dir(&k8s).unwrap() {
@@ -235,8 +236,7 @@ fn rendered() -> (Vec<Value>, String) {
     std::fs::write(&out, &yaml).unwrap();
     let to_json = "import json, sys, yaml\njson.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)";
     let json = run(Command::new(validator("python")).arg("-c").arg(to_json).arg(&out));
-    assert_checkov_passes(&["-f", out.to_str().unwrap(), "--framework", "kubernetes"]);
-    (serde_json::from_str(&json).unwrap(), yaml)
+    (serde_json::from_str(&json).unwrap(), out, dir)
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -255,7 +255,8 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
 
 #[test]
 fn the_manifests_run_every_function_and_scale_the_kafka_ones_on_their_own_lag() {
-    let (docs, _) = rendered();
+    let (docs, out, _dir) = rendered();
+    assert_checkov_passes(&["-f", out.to_str().unwrap(), "--framework", "kubernetes"]);
     let host: Value = serde_json::from_str(&read("host.json")).unwrap();
     let settings = env_file(&read("infra/k8s/settings.env.example"));
     let readme = read("README.md");
@@ -270,6 +271,11 @@ fn the_manifests_run_every_function_and_scale_the_kafka_ones_on_their_own_lag() 
         .map(|d| d["key"].as_str().unwrap())
         .collect();
     let main = read("infra/bicep/main.bicep");
+    // Settings a function.json binding reads (the Functions host's, not iotstream's).
+    let bound: BTreeSet<String> = functions()
+        .iter()
+        .flat_map(|f| placeholders(&f.trigger))
+        .collect();
 
     for f in functions() {
         let deployment = find(&docs, "Deployment", &f.name);
@@ -386,20 +392,16 @@ fn the_manifests_run_every_function_and_scale_the_kafka_ones_on_their_own_lag() 
             }
             // A setting iotstream reads (documented) or one a binding reads: no typo.
             if var.starts_with("IOTSTREAM_") {
-                let bound = functions()
-                    .iter()
-                    .any(|f| placeholders(&f.trigger).contains(&var.to_string()));
                 assert!(
-                    readme.contains(var) || bound,
+                    readme.contains(var) || bound.contains(var),
                     "{name}: {var} is no setting of iotstream"
                 );
             }
         }
     }
     for key in settings.keys().filter(|k| k.starts_with("IOTSTREAM_")) {
-        let bound = functions().iter().any(|f| placeholders(&f.trigger).contains(key));
         assert!(
-            readme.contains(key.as_str()) || bound,
+            readme.contains(key.as_str()) || bound.contains(key),
             "settings: {key} is no setting of iotstream"
         );
     }
@@ -426,7 +428,7 @@ fn the_image_holds_the_function_app_where_the_host_and_web_look() {
         docker.contains("--features backends"),
         "every real engine is built in"
     );
-    let (docs, _) = rendered();
+    let (docs, _, _dir) = rendered();
     let web = container(find(&docs, "Deployment", "web"));
     let web_exe = format!("/home/site/wwwroot/{exe}");
     assert_eq!(web["command"], serde_json::json!([web_exe, "run", "web"]));
