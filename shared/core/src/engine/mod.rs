@@ -17,6 +17,7 @@
 //! - Re-sent readings (same reading id within the device's last [`DEDUP_WINDOW`] ids) are skipped.
 
 mod alerting;
+mod bins;
 mod codec;
 pub mod detect;
 mod detectors;

@@ -9,8 +9,8 @@
 //! [`MAX_BINS`] bins: past that the bins nearest zero collapse into one, which only coarsens the
 //! smallest magnitudes (the low quantiles of positive data).
 
+use super::bins::Bins;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 /// Relative accuracy of every quantile.
 pub const ALPHA: f64 = 0.02;
@@ -98,16 +98,19 @@ fn value(index: i32) -> f64 {
     2.0 * lo * hi / (lo + hi)
 }
 
-/// Bins held inline: a window of one sensor rarely spans more (no allocation, and no pointer
-/// to chase, for the common case).
-const INLINE_BINS: usize = 12;
-
 /// Dense bins from `offset` up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Store {
     offset: i32,
-    bins: SmallVec<[u32; INLINE_BINS]>,
+    bins: Bins,
 }
+
+// The pane's sketch sits between the lines every value touches: it must not grow.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(
+    std::mem::size_of::<Store>() <= 64,
+    "a sketch store grew past 64 bytes"
+);
 
 impl Store {
     /// Adds `n` at bin `i`. The kept range is always the top `MAX_BINS` indices seen; anything
@@ -116,55 +119,65 @@ impl Store {
     fn add(&mut self, i: i32, n: u32) {
         // Most values land in a bin the store already has: that case inline, the rest not.
         let k = i.wrapping_sub(self.offset) as u32 as usize;
-        if let Some(bin) = self.bins.get_mut(k) {
-            *bin += n;
-            return;
+        if !self.bins.try_add(k, n) {
+            self.add_outside(i, n);
         }
-        self.add_outside(i, n);
     }
 
-    /// [`Store::add`] of a bin below or above the ones held (or to an empty store).
+    /// [`Store::add`] of a bin below or above the ones held, to an empty store, or past what a
+    /// one-byte counter holds.
     #[inline(never)]
     fn add_outside(&mut self, i: i32, n: u32) {
-        if self.bins.is_empty() {
-            self.offset = i;
-            self.bins.push(n);
-            return;
-        }
-        // Not a held bin (`add` took those): the store grows or folds.
         let len = self.bins.len() as i32;
+        if len == 0 {
+            self.offset = i;
+        }
         let top = (self.offset + len - 1).max(i);
         let lowest = top - (MAX_BINS as i32 - 1);
         let offset = self.offset.min(i).max(lowest);
-        if offset > self.offset {
-            let fold = ((offset - self.offset) as usize).min(self.bins.len());
-            let folded: u32 = self.bins.drain(..fold).sum();
-            self.offset += fold as i32;
-            if self.bins.is_empty() {
+        if offset <= self.offset && i >= offset {
+            // No fold: the narrow counters may still hold it.
+            let grow = (self.offset - offset) as usize;
+            let need = (top - offset + 1) as usize;
+            if self.bins.try_grow_narrow(grow, need, (i - offset) as usize, n) {
                 self.offset = offset;
-                self.bins.push(0);
+                return;
             }
-            self.bins[0] += folded;
+        }
+        let bins = self.bins.wide();
+        if bins.is_empty() {
+            self.offset = i;
+            bins.push(n);
+            return;
+        }
+        if offset > self.offset {
+            let fold = ((offset - self.offset) as usize).min(bins.len());
+            let folded: u32 = bins.drain(..fold).sum();
+            self.offset += fold as i32;
+            if bins.is_empty() {
+                self.offset = offset;
+                bins.push(0);
+            }
+            bins[0] += folded;
         } else if offset < self.offset {
             let grow = (self.offset - offset) as usize;
-            self.bins.insert_many(0, std::iter::repeat_n(0, grow));
+            bins.splice(0..0, std::iter::repeat_n(0, grow));
             self.offset = offset;
         }
         let need = (top - self.offset + 1) as usize;
-        if self.bins.len() < need {
-            self.bins.resize(need, 0);
+        if bins.len() < need {
+            bins.resize(need, 0);
         }
-        self.bins[(i.max(self.offset) - self.offset) as usize] += n;
+        bins[(i.max(self.offset) - self.offset) as usize] += n;
     }
 
     fn copy_from(&mut self, o: &Store) {
         self.offset = o.offset;
-        self.bins.clear();
-        self.bins.extend_from_slice(&o.bins);
+        self.bins.copy_from(&o.bins);
     }
 
     fn merge(&mut self, other: &Store) {
-        for (k, &n) in other.bins.iter().enumerate() {
+        for (k, n) in other.bins.counts().enumerate() {
             if n > 0 {
                 self.add(other.offset + k as i32, n);
             }
@@ -172,7 +185,7 @@ impl Store {
     }
 
     fn total(&self) -> u64 {
-        self.bins.iter().map(|&n| n as u64).sum()
+        self.bins.counts().map(u64::from).sum()
     }
 }
 
@@ -311,8 +324,9 @@ impl Sketch {
         let mut bins = [0i64; N];
         let (mut next, mut seen) = (0, 0u64);
         // Negative values, most negative first (highest magnitude index first).
-        let neg = self.neg.store().map_or((0, &[][..]), |s| (s.offset, &s.bins[..]));
-        for (k, &c) in neg.1.iter().enumerate().rev() {
+        let empty = Bins::default();
+        let neg = self.neg.store().map_or((0, &empty), |s| (s.offset, &s.bins));
+        for (k, c) in neg.1.counts().enumerate().rev() {
             seen += c as u64;
             let bin = (neg.0 as i64 + k as i64) * 2 + 1;
             if fill(&mut bins, &mut next, &ranks, seen, bin) {
@@ -321,7 +335,7 @@ impl Sketch {
         }
         seen += self.zero as u64;
         if next < N && !fill(&mut bins, &mut next, &ranks, seen, ZERO_BIN) {
-            for (k, &c) in self.pos.bins.iter().enumerate() {
+            for (k, c) in self.pos.bins.counts().enumerate() {
                 seen += c as u64;
                 let bin = (self.pos.offset as i64 + k as i64) * 2;
                 if fill(&mut bins, &mut next, &ranks, seen, bin) {

@@ -152,7 +152,7 @@ fn before(s: &Sketch, q: f64) -> Option<f64> {
     let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1) - 1;
     let mut seen = 0u64;
     let neg = s.neg.store().cloned().unwrap_or_default();
-    for (k, &c) in neg.bins.iter().enumerate().rev() {
+    for (k, c) in neg.bins.counts().enumerate().rev() {
         seen += c as u64;
         if seen > rank {
             return Some(-value(neg.offset + k as i32));
@@ -162,7 +162,7 @@ fn before(s: &Sketch, q: f64) -> Option<f64> {
     if seen > rank {
         return Some(0.0);
     }
-    for (k, &c) in s.pos.bins.iter().enumerate() {
+    for (k, c) in s.pos.bins.counts().enumerate() {
         seen += c as u64;
         if seen > rank {
             return Some(value(s.pos.offset + k as i32));
@@ -267,4 +267,66 @@ fn the_out_of_line_negatives_encode_as_the_inline_store_did() {
     copy.copy_from(&Sketch::default());
     assert_eq!(copy.count(), 0);
     check(&copy);
+}
+
+/// What a store must hold after `adds`, by its definition: the top `MAX_BINS` indices seen,
+/// everything below folded into the lowest kept one. (offset, counts)
+fn by_definition(adds: &[(i32, u32)]) -> (i32, Vec<u32>) {
+    let top = adds.iter().map(|a| a.0).max().unwrap();
+    let lowest = top - (MAX_BINS as i32 - 1);
+    let offset = adds.iter().map(|a| a.0).min().unwrap().max(lowest);
+    let mut counts = vec![0; (top - offset + 1) as usize];
+    for &(i, n) in adds {
+        counts[(i.max(offset) - offset) as usize] += n;
+    }
+    (offset, counts)
+}
+
+proptest::proptest! {
+    /// One-byte counters inline, four-byte ones on the heap, and the change from one to the
+    /// other (a count past 255, a range past the inline bins, a fold past `MAX_BINS`): the same
+    /// counts, and the same encoding, as four-byte counters throughout.
+    #[test]
+    fn narrow_and_wide_counters_hold_the_same_counts(
+        adds in proptest::collection::vec((-100i32..100, 1u32..300), 1..400),
+        spread in 1i32..4,
+    ) {
+        let adds: Vec<(i32, u32)> = adds.iter().map(|&(i, n)| (i * spread, if n > 40 { 1 } else { n })).collect();
+        let mut s = Store::default();
+        for &(i, n) in &adds {
+            s.add(i, n);
+        }
+        let (offset, counts) = by_definition(&adds);
+        proptest::prop_assert_eq!(s.offset, offset);
+        proptest::prop_assert_eq!(s.bins.counts().collect::<Vec<_>>(), counts.clone());
+        let wide = postcard::to_allocvec(&(offset, &counts)).unwrap();
+        proptest::prop_assert_eq!(postcard::to_allocvec(&s).unwrap(), wide.clone());
+        let back: Store = postcard::from_bytes(&wide).unwrap();
+        proptest::prop_assert_eq!(&back, &s);
+        let mut copy = Store::default();
+        copy.copy_from(&s);
+        proptest::prop_assert_eq!(&copy, &s);
+    }
+}
+
+#[test]
+fn a_pane_of_a_wide_ranging_metric_keeps_one_byte_counters_inline() {
+    let mut s = Sketch::default();
+    // ±50 % around 0.06: some 40 bins.
+    for k in 0..60 {
+        s.add(0.03 + 0.06 * (k as f64 / 60.0));
+    }
+    assert!(s.pos.bins.len() > 30, "{}", s.pos.bins.len());
+    assert!(matches!(s.pos.bins, crate::engine::bins::Bins::Narrow { .. }));
+    // 256 values in one bin do not fit a byte: the counters widen, the counts stay.
+    for _ in 0..256 {
+        s.add(0.05);
+    }
+    assert!(matches!(s.pos.bins, crate::engine::bins::Bins::Wide(_)));
+    assert_eq!(s.count(), 316);
+    s.clear();
+    assert!(matches!(
+        s.pos.bins,
+        crate::engine::bins::Bins::Narrow { len: 0, .. }
+    ));
 }
