@@ -29,6 +29,8 @@ const MAD_TO_SIGMA: f64 = 1.253_314;
 const CLIP: f64 = 3.0;
 /// CUSUM increments are clipped to this many sigmas, so a short spike cannot look like a shift.
 const CUSUM_CLIP: f64 = 3.0;
+/// How far out a reading must be to restart a run's level estimate (see [`Shift::step`]).
+const STEP_FAR_SIGMAS: f64 = 3.0;
 /// While a shift's new level is re-learned: a reading this many sigmas (the scale from before
 /// the shift) off the level being learned is "far"...
 const RELEARN_FAR: f64 = 6.0;
@@ -276,13 +278,25 @@ impl Shift {
             return (None, 0.0);
         }
         let (expect, sigma) = (self.base.expect(), self.base.sigma());
-        let z = within((x - expect) / sigma, CUSUM_CLIP);
+        let raw = (x - expect) / sigma;
+        let z = within(raw, CUSUM_CLIP);
         let hi = larger(self.hi + z - k, 0.0);
         let lo = larger(self.lo - z - k, 0.0);
-        // A side above zero adds `x` to its sums, which restart when the side was zero. Without
-        // branches: on noise each side is above zero at random, which no predictor learns.
-        (self.hi_sum, self.hi_n) = side_sums(hi > 0.0, self.hi == 0.0, self.hi_sum, self.hi_n, x);
-        (self.lo_sum, self.lo_n) = side_sums(lo > 0.0, self.lo == 0.0, self.lo_sum, self.lo_n, x);
+        // A side above zero adds `x` to its sums (the new level's estimate), which restart when the
+        // side was zero, or at a step: a reading more than `STEP_FAR_SIGMAS` out while the run's mean
+        // is within a quarter of the way to it. A side is often above zero by chance when a step
+        // comes, and without the second restart those readings from before the step stayed in its
+        // estimate: a 60-sigma step was reported as low as 18 sigmas (51 on average). The sums
+        // take no branch (on noise each side is above zero at random, which no predictor learns);
+        // a far reading is rare, so its test is one well-predicted branch.
+        let (mut hi_restart, mut lo_restart) = (self.hi == 0.0, self.lo == 0.0);
+        if raw.abs() > STEP_FAR_SIGMAS {
+            let quarter = expect + (x - expect) / 4.0;
+            hi_restart |= (raw > 0.0) & (self.hi_sum < quarter * self.hi_n as f64);
+            lo_restart |= (raw < 0.0) & (self.lo_sum > quarter * self.lo_n as f64);
+        }
+        (self.hi_sum, self.hi_n) = side_sums(hi > 0.0, hi_restart, self.hi_sum, self.hi_n, x);
+        (self.lo_sum, self.lo_n) = side_sums(lo > 0.0, lo_restart, self.lo_sum, self.lo_n, x);
         (self.hi, self.lo) = (hi, lo);
         let stat = larger(hi, lo);
         if stat > h {
@@ -317,9 +331,9 @@ impl Shift {
     }
 
     /// One reading while a shift's level is re-learned: the level is the mean of the readings
-    /// since the shift (the adopted estimate is only the reference for the first one: it can
-    /// include pre-shift readings, which would bias a 60-sigma step's level by 20 sigmas and
-    /// then, as a small leftover, make the CUSUM find a second shift later). Once that mean
+    /// since the shift (the adopted estimate is only the reference for the first one: it is the
+    /// mean of the few readings that raised the alarm, within a sigma or two of the level, and
+    /// could then, as a small leftover, make the CUSUM find a second shift later). Once that mean
     /// holds [`RELEARN_RUN`] readings, a far reading joins its side's run, and a run of
     /// [`RELEARN_RUN`] is reported as a shift to the run's mean, where re-learning starts over;
     /// far readings are not learned (an outlier or the level moving on, neither is this level).
