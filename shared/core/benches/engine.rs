@@ -22,6 +22,8 @@
 //!
 //! `IOTSTREAM_BENCH_DEVICES` changes the fleet size (e.g. 1000: the whole state fits in the
 //! CPU caches, which shows how much of the cost is memory).
+//! `IOTSTREAM_BENCH_TICK_EVERY` changes how many batches pass between ticks (default 200; a huge
+//! number leaves ticks out, to see their share).
 //!
 //! Run (short):
 //! `CARGO_TARGET_DIR=$HOME/.cache/iotstream-target cargo bench -p iotstream-core --bench engine -- --warm-up-time 1 --measurement-time 3`
@@ -199,6 +201,10 @@ fn bench_engine(c: &mut Criterion) {
     g.sampling_mode(SamplingMode::Flat);
     g.sample_size(30);
     let mut batches = 0u64;
+    let tick_every = std::env::var("IOTSTREAM_BENCH_TICK_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TICK_EVERY);
     g.bench_function("process_10k_devices_4_metrics_batch_5000", |b| {
         b.iter_custom(|iters| {
             let mut timed = Duration::ZERO;
@@ -207,7 +213,7 @@ fn bench_engine(c: &mut Criterion) {
                 let start = Instant::now();
                 black_box(engine.process(black_box(&batch), now(&batch)));
                 batches += 1;
-                if batches.is_multiple_of(TICK_EVERY) {
+                if batches.is_multiple_of(tick_every) {
                     black_box(engine.tick(now(&batch)));
                 }
                 timed += start.elapsed();
