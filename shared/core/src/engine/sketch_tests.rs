@@ -313,6 +313,44 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    /// A merge holds exactly what adding the other store's counts one by one would: the same
+    /// range, the same counts (folds, growth either side, and narrow and wide counters alike).
+    #[test]
+    fn a_merge_holds_the_counts_of_both_stores(
+        a in proptest::collection::vec((-150i32..150, 1u32..300), 0..200),
+        b in proptest::collection::vec((-150i32..150, 1u32..300), 0..200),
+        width in proptest::sample::select(vec![4, 20, 60, 300]),
+        shift in -100i32..100,
+        big in proptest::bool::ANY,
+    ) {
+        // Ranges narrow enough for one-byte counters (4: sums past 255 only in the merge),
+        // wider, and past `MAX_BINS` (folds); with `big`, a few counts past 255 at once.
+        let scale = |v: &[(i32, u32)]| -> Vec<(i32, u32)> {
+            v.iter()
+                .map(|&(i, n)| (i.rem_euclid(width) + shift, match n {
+                    0..=40 => n,
+                    291.. if big => n,
+                    _ => 1,
+                }))
+                .collect()
+        };
+        let (a, b) = (scale(&a), scale(&b));
+        let (mut sa, mut sb) = (Store::default(), Store::default());
+        a.iter().for_each(|&(i, n)| sa.add(i, n));
+        b.iter().for_each(|&(i, n)| sb.add(i, n));
+        sa.merge(&sb);
+        let both: Vec<(i32, u32)> = a.iter().chain(&b).copied().collect();
+        if both.is_empty() {
+            proptest::prop_assert!(sa.bins.is_empty());
+        } else {
+            let (offset, counts) = by_definition(&both);
+            proptest::prop_assert_eq!(sa.offset, offset);
+            proptest::prop_assert_eq!(sa.bins.counts().collect::<Vec<_>>(), counts);
+        }
+    }
+}
+
 #[test]
 fn a_pane_of_a_wide_ranging_metric_keeps_one_byte_counters_inline() {
     let mut s = Sketch::default();
