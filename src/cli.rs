@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// listens on 127.0.0.1 only.
     #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
     pub port: Option<u16>,
+    /// Also serve /metrics, /healthz and /readyz on this address (the Prometheus scrape target
+    /// and the probes: the handler's own port is the host's, on 127.0.0.1).
+    #[arg(long, env = "IOTSTREAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Rules file (TOML, CONTRACT §5); built-in defaults when unset.
     #[arg(long, env = "IOTSTREAM_RULES")]
     pub rules: Option<PathBuf>,

@@ -198,10 +198,29 @@ async fn serve_cmd(args: cli::ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let ops = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (IOTSTREAM_METRICS_LISTEN)"))?,
+        ),
+        None => None,
+    };
     let (pipeline, handler) = serve::start(cfg).await?;
     println!(
         "iotstream serve: custom handler at http://{listen} (/ingest, /analyze, /process, /process-alerts, /notify)"
     );
+    if let Some(ops) = ops {
+        let addr = ops.local_addr().context("the metrics address")?;
+        // The operations routes of every runner (no function's routes): scrape and probes.
+        let router = http::router_for(pipeline.state.clone(), app::Functions::NONE);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(ops, router).await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+        println!("iotstream serve: /metrics, /healthz and /readyz at http://{addr}");
+    }
     let stop = pipeline.stopper();
     axum::serve(listener, serve::router(handler))
         .with_graceful_shutdown(async move {

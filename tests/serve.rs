@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 struct Handler {
     child: Child,
     url: String,
+    /// `IOTSTREAM_METRICS_LISTEN`: the scrape target and probes beside the host's port.
+    ops_url: String,
     client: reqwest::Client,
 }
 
@@ -40,12 +42,13 @@ impl Handler {
     /// Starts the handler as the host does (FUNCTIONS_CUSTOMHANDLER_PORT) and waits until its
     /// readiness probe answers.
     async fn start(dir: &std::path::Path, env: &RealEnv, hook: &str) -> Handler {
-        let port = free_port();
+        let (port, ops) = (free_port(), free_port());
         let child = Command::new(bin())
             .arg("serve")
             .arg("--data-dir")
             .arg(dir)
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("IOTSTREAM_METRICS_LISTEN", format!("127.0.0.1:{ops}"))
             .env("IOTSTREAM_ADMIN_TOKEN", ADMIN)
             .env("IOTSTREAM_WEBHOOK_URL", hook)
             .env("IOTSTREAM_WEBHOOK_SECRET", SECRET)
@@ -57,6 +60,7 @@ impl Handler {
         let h = Handler {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            ops_url: format!("http://127.0.0.1:{ops}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -68,6 +72,17 @@ impl Handler {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         h
+    }
+
+    /// `GET` on the operations address: (status, body).
+    async fn ops(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.ops_url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     async fn invoke(&self, function: &str, body: &Value) -> Value {
@@ -209,6 +224,25 @@ async fn the_functions_host_drives_serve_end_to_end_and_a_killed_handler_resumes
     let batch = until(analyze.as_mut(), 30, "3 readings on telemetry", |r| r.len() >= 3).await;
     handler.invoke("analyze", &host.invocation(&batch)).await;
     committed(analyze.as_mut()).await;
+    // What Prometheus scrapes from the pod: the readings ingested and analysed through the host,
+    // and the probes, on the metrics address (the host's port is 127.0.0.1 only).
+    let (status, scraped) = handler.ops("/metrics").await;
+    assert_eq!(status, 200, "{scraped}");
+    for line in [
+        "iotstream_ingest_readings_total 3",
+        "iotstream_analyze_readings_total 3",
+    ] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "no `{line}` in /metrics:\n{scraped}"
+        );
+    }
+    assert_eq!(handler.ops("/readyz").await.0, 200);
+    assert_eq!(
+        handler.ops("/api/alerts").await.0,
+        404,
+        "only the operations routes there"
+    );
 
     let mut process_alerts = host.trigger("process", "alerts").await;
     let alerts = until(process_alerts.as_mut(), 30, "alert.opened", |r| {
