@@ -295,10 +295,33 @@ fn the_manifests_run_every_function_and_scale_the_kafka_ones_on_their_own_lag() 
         let urls = env_value(c, "ASPNETCORE_URLS").expect("ASPNETCORE_URLS")["value"]
             .as_str()
             .unwrap();
-        let port = c["ports"][0]["containerPort"].as_u64().unwrap();
+        let port = |name: &str| {
+            c["ports"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .and_then(|p| p["containerPort"].as_u64())
+                .unwrap_or_else(|| panic!("{}: no port named {name}", f.name))
+        };
+        let http = port("http");
         assert!(
-            urls.ends_with(&format!(":{port}")),
-            "{}: host listens on {urls}, pod exposes {port}",
+            urls.ends_with(&format!(":{http}")),
+            "{}: host listens on {urls}, pod exposes {http}",
+            f.name
+        );
+        // serve's /metrics beside the host's port, where the scrape annotation points.
+        let metrics = port("metrics");
+        let listen = env_value(c, "IOTSTREAM_METRICS_LISTEN").expect("IOTSTREAM_METRICS_LISTEN")["value"]
+            .as_str()
+            .unwrap();
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert!(
+            listen.ends_with(&format!(":{metrics}"))
+                && annotations["prometheus.io/port"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok())
+                    == Some(metrics)
+                && annotations["prometheus.io/scrape"] == "true",
+            "{}: /metrics on {listen}, port {metrics}, annotations {annotations}",
             f.name
         );
         assert_eq!(
