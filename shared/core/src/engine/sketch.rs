@@ -144,12 +144,9 @@ impl Store {
                 return;
             }
         }
+        // An empty store has its offset at `i` (above): nothing folds or grows below, and the
+        // resize below makes its one bin.
         let bins = self.bins.wide();
-        if bins.is_empty() {
-            self.offset = i;
-            bins.push(n);
-            return;
-        }
         if offset > self.offset {
             let fold = ((offset - self.offset) as usize).min(bins.len());
             let folded: u32 = bins.drain(..fold).sum();
