@@ -197,7 +197,8 @@ impl Windows {
             return;
         }
         let m = &*sink.scratch;
-        let [p50, p95, p99] = m.sketch.quantiles([0.50, 0.95, 0.99]);
+        // The pane's count is the sketch's (every value goes to both): no walk to count it.
+        let [p50, p95, p99] = m.sketch.quantiles_of(m.count, [0.50, 0.95, 0.99]);
         let within = |q: f64| q.clamp(m.min, m.max);
         sink.out.push(crate::model::Insight::Aggregate(Aggregate {
             device_id: sink.device.clone(),
