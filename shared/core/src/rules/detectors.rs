@@ -261,6 +261,7 @@ pub(super) fn parse_detector(w: DetectorWire) -> Result<Detector, Vec<FieldError
             "a rate detector needs max_change (and per)",
         ));
     }
+    super::check_recommendation(w.recommendation.as_deref(), &mut errors);
     d.recommendation = w.recommendation;
     if errors.is_empty() {
         Ok(d.with_memory())

@@ -221,6 +221,19 @@ recommendation = "check bearings, mounting and balance"
 
 /// Most panes one window may span, and most window kinds: bounds state per (device, metric).
 const MAX_PANES_PER_WINDOW: i64 = 60;
+/// Longest recommendation a rule or detector may carry. Every alert repeats it, and Kafka records,
+/// webhook bodies and Functions invocations carry alerts: bounded like every other input.
+pub const MAX_RECOMMENDATION_CHARS: usize = 1_000;
+
+/// A recommendation, when set, is 1-[`MAX_RECOMMENDATION_CHARS`] characters.
+fn check_recommendation(r: Option<&str>, errors: &mut Vec<FieldError>) {
+    if r.is_some_and(|r| r.trim().is_empty() || r.chars().count() > MAX_RECOMMENDATION_CHARS) {
+        errors.push(FieldError::new(
+            "recommendation",
+            format!("must be 1-{MAX_RECOMMENDATION_CHARS} characters (not blank)"),
+        ));
+    }
+}
 const MAX_WINDOWS: usize = 4;
 
 impl Rules {
@@ -415,6 +428,7 @@ fn parse_rule(r: RuleWire) -> Result<ThresholdRule, Vec<FieldError>> {
             Severity::Warning
         }
     };
+    check_recommendation(r.recommendation.as_deref(), &mut errors);
     let count = match r.count {
         None => 1,
         Some(n @ 1..=10_000) => n,

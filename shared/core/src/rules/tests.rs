@@ -143,3 +143,30 @@ fn bad_detectors_are_reported_with_index_and_field() {
         "unknown keys"
     );
 }
+
+#[test]
+fn a_recommendation_is_bounded_and_not_blank() {
+    // Characters, not bytes: 1,000 two-byte characters are fine.
+    let longest = "é".repeat(MAX_RECOMMENDATION_CHARS);
+    let too_long = "x".repeat(MAX_RECOMMENDATION_CHARS + 1);
+    for head in [
+        "[[rules]]\nname='a'\nmetric='t'\nabove=1\n",
+        "[[detectors]]\nkind='spike'\n",
+    ] {
+        let rules = Rules::from_toml(&format!("{head}recommendation='{longest}'\n")).unwrap();
+        let carried = rules
+            .thresholds
+            .first()
+            .and_then(|r| r.recommendation.clone())
+            .or_else(|| rules.detectors.iter().find_map(|d| d.recommendation.clone()));
+        assert_eq!(carried.as_deref(), Some(longest.as_str()), "{head}");
+        for bad in [too_long.as_str(), "", "   "] {
+            let errs = Rules::from_toml(&format!("{head}recommendation='{bad}'\n")).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.field.ends_with("recommendation") && e.message == "must be 1-1000 characters (not blank)"),
+                "{head}{bad:?}: {errs:?}"
+            );
+        }
+    }
+}
