@@ -131,3 +131,48 @@ fn an_http_request_without_a_body_or_with_a_binary_one_is_read_as_the_host_means
             .contains("absolute URL")
     );
 }
+
+/// The largest invocation the shipped host.json can send stays far under the handler's body
+/// limit, so no batch of valid telemetry is refused and redelivered forever: a full batch
+/// (`maxBatchSize`) of the largest readings ingest accepts (64 metrics of 64-character names and
+/// 24-character numbers, a 128-character device id, a 128-character message id of quotes, which
+/// every encoding escapes), as records are written (`serde_json` of the reading) and as the host
+/// wraps them (envelope text, the list encoded once more).
+#[test]
+fn a_full_batch_of_the_largest_readings_fits_the_invocation_limit_with_room() {
+    use iotstream_core::reading::{BodyFormat, Limits, parse_body};
+    let host: Value = serde_json::from_str(include_str!("../../../host.json")).unwrap();
+    let batch = host["extensions"]["kafka"]["maxBatchSize"].as_u64().unwrap();
+    let limits = Limits::default();
+    let metrics: Vec<String> = (0..limits.max_metrics)
+        .map(|i| format!(r#""m{i:063}":-1.2345678901234567e-300"#))
+        .collect();
+    let body = format!(
+        r#"{{"deviceId":"{}","ts":1795600800000,"metrics":{{{}}},"id":"{}"}}"#,
+        "d".repeat(128),
+        metrics.join(","),
+        r#"\""#.repeat(128)
+    );
+    let now = iotstream_core::Ts::from_millis(1_795_600_800_000);
+    let readings = parse_body(body.as_bytes(), BodyFormat::Json, now, &limits).unwrap();
+    let value = serde_json::to_string(&readings[0]).unwrap();
+    assert_eq!(readings[0].metrics.len(), limits.max_metrics);
+    let list = Value::Array(
+        (0..batch)
+            .map(|offset| Value::String(envelope_text(0, offset, &value)))
+            .collect(),
+    );
+    let invocation = json!({"Data": {"events": encoded(&list)}, "Metadata": {}}).to_string();
+    assert!(
+        invocation.len() * 4 < crate::serve::MAX_INVOCATION_BYTES,
+        "{batch} of the largest readings make an invocation of {} bytes; the handler takes {}",
+        invocation.len(),
+        crate::serve::MAX_INVOCATION_BYTES
+    );
+    let records = Invocation::parse(invocation.as_bytes())
+        .unwrap()
+        .kafka_records()
+        .unwrap();
+    assert_eq!(records.len() as u64, batch);
+    assert_eq!(records[999].value, value.as_bytes());
+}

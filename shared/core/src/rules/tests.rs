@@ -163,8 +163,8 @@ fn a_recommendation_is_bounded_and_not_blank() {
         for bad in [too_long.as_str(), "", "   "] {
             let errs = Rules::from_toml(&format!("{head}recommendation='{bad}'\n")).unwrap_err();
             assert!(
-                errs.iter()
-                    .any(|e| e.field.ends_with("recommendation") && e.message == "must be 1-1000 characters (not blank)"),
+                errs.iter().any(|e| e.field.ends_with("recommendation")
+                    && e.message == "must be 1-1000 characters (not blank)"),
                 "{head}{bad:?}: {errs:?}"
             );
         }
