@@ -174,5 +174,5 @@ fn a_full_batch_of_the_largest_readings_fits_the_invocation_limit_with_room() {
         .kafka_records()
         .unwrap();
     assert_eq!(records.len() as u64, batch);
-    assert_eq!(records[999].value, value.as_bytes());
+    assert!(records.iter().all(|r| r.value == value.as_bytes()));
 }

@@ -221,6 +221,8 @@ recommendation = "check bearings, mounting and balance"
 
 /// Most panes one window may span, and most window kinds: bounds state per (device, metric).
 const MAX_PANES_PER_WINDOW: i64 = 60;
+const MAX_WINDOWS: usize = 4;
+
 /// Longest recommendation a rule or detector may carry. Every alert repeats it, and Kafka records,
 /// webhook bodies and Functions invocations carry alerts: bounded like every other input.
 pub const MAX_RECOMMENDATION_CHARS: usize = 1_000;
@@ -234,7 +236,6 @@ fn check_recommendation(r: Option<&str>, errors: &mut Vec<FieldError>) {
         ));
     }
 }
-const MAX_WINDOWS: usize = 4;
 
 impl Rules {
     pub fn defaults() -> Rules {
